@@ -1,0 +1,121 @@
+"""Benchmark specs: generators x prompt sets x metrics -> generate, evaluate, leaderboard.
+
+A spec (YAML)::
+
+    name: toy-world
+    seed: 0
+    samples_per_prompt: 4
+    batch_size: 32                 # generate batch size
+    eval_batch_size: 64
+    generators:                    # registry names, YAML paths or inline specs
+      - {generator: toy-real, name: reference}
+      - {generator: toy, name: teacher-50-cfg2, nfe: 50, guidance: 2.0}
+    prompts: [toy]
+    metrics: [toy_fid, {name: toy_align, scorer: demo}]
+    eval_python: null              # run the evaluate phase under another interpreter (eval env)
+    allow_partial: false
+
+Output: ``OUT/runs/<generator name>/<prompt set>@<version>/`` per pair, and the leaderboard
+in ``OUT``. Already-finished images and cached scores are reused, so re-running resumes.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+import yaml
+
+from cdm_bench import dist
+from cdm_bench.generator import SpecError, build_generator
+from cdm_bench.prompts import load_prompt_set
+
+
+@dataclass
+class BenchmarkSpec:
+    generators: list
+    prompts: list
+    metrics: list
+    name: str = "benchmark"
+    seed: int = 0
+    samples_per_prompt: int = 1
+    batch_size: int = 16
+    eval_batch_size: int = 64
+    limit: int | None = None
+    eval_python: str | None = None
+    allow_partial: bool = False
+    overwrite: bool = False
+    extra: dict = field(default_factory=dict)  # free-form notes, recorded but unused
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "BenchmarkSpec":
+        allowed = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - allowed)
+        if unknown:
+            raise SpecError(f"benchmark spec: unknown key(s) {unknown}; allowed: {sorted(allowed)}")
+        missing = [k for k in ("generators", "prompts", "metrics") if not d.get(k)]
+        if missing:
+            raise SpecError(f"benchmark spec: missing or empty {missing}")
+        return cls(**d)
+
+    @classmethod
+    def from_yaml(cls, path) -> "BenchmarkSpec":
+        data = yaml.safe_load(Path(path).read_text()) or {}
+        if not isinstance(data, dict):
+            raise SpecError(f"{path}: a benchmark spec must be a mapping")
+        return cls.from_dict(data)
+
+
+def run_benchmark(spec: BenchmarkSpec, out_dir, progress: bool = True) -> Path | None:
+    """Run every (generator, prompt set) pair; returns the leaderboard folder (rank 0)."""
+    from cdm_bench.generate import generate
+
+    out = Path(out_dir)
+    prompt_sets = [load_prompt_set(p, limit=spec.limit) for p in spec.prompts]
+    gen_specs = list(spec.generators)
+    for g in gen_specs:
+        if not isinstance(g, (dict, str)):
+            raise SpecError(f"benchmark spec: a generator entry must be a name, a path or a mapping: {g!r}")
+    names = [build_generator(g)[1]["name"] for g in gen_specs]
+    if len(set(names)) != len(names):
+        raise SpecError(f"benchmark spec: generator names must be unique, got {names}")
+    run_dirs = []
+    with dist.process_group() as (rank, _):
+        for g, name in zip(gen_specs, names):
+            for ps in prompt_sets:
+                run_dir = out / "runs" / name / ps.key
+                generate(g, ps, run_dir, spec.samples_per_prompt, spec.batch_size, spec.seed,
+                         spec.overwrite, progress=progress)
+                run_dirs.append(run_dir)
+        if rank != 0:
+            return None
+    for run_dir in run_dirs:
+        evaluate_dir(run_dir, spec.metrics, spec, progress)
+    from cdm_bench.leaderboard import write_leaderboard
+
+    write_leaderboard(run_dirs, out)
+    return out
+
+
+def evaluate_dir(run_dir: Path, metrics: list, spec: BenchmarkSpec, progress: bool) -> None:
+    """Evaluate in-process, or under ``spec.eval_python`` (the separate eval environment)."""
+    if not spec.eval_python:
+        from cdm_bench.evaluate import evaluate
+
+        evaluate(run_dir, metrics, batch_size=spec.eval_batch_size,
+                 allow_partial=spec.allow_partial, progress=progress)
+        return
+    from cdm_bench.evaluate import parse_metrics
+
+    parsed = parse_metrics(metrics)
+    cmd = [spec.eval_python, "-m", "cdm_bench", "evaluate", "--images", str(run_dir),
+           "--metrics", ",".join(n for n, _ in parsed),
+           "--metric-options", json.dumps({n: o for n, o in parsed if o}),
+           "--batch-size", str(spec.eval_batch_size)]
+    if spec.allow_partial:
+        cmd.append("--allow-partial")
+    proc = subprocess.run(cmd)
+    if proc.returncode != 0:
+        raise RuntimeError(f"evaluate under {spec.eval_python} failed (exit {proc.returncode}): {' '.join(cmd)}")

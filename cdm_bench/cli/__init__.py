@@ -1,0 +1,59 @@
+"""``cdm-bench`` command line: thin subcommands over the Python API.
+
+    cdm-bench ls metrics|generators|prompts|recipes
+    cdm-bench generate --generator NAME_OR_YAML --prompts SET_OR_FILE --out DIR
+    cdm-bench evaluate --images DIR --metrics NAME[,NAME...] --out DIR
+    cdm-bench leaderboard RUN_DIR... --out DIR
+    cdm-bench run SPEC.yaml [--out DIR]
+    cdm-bench demo --out DIR [--quick]
+    cdm-bench train RECIPE [--set k=v]      cdm-bench export CHECKPOINT --out DIR
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+# subcommand modules; each exposes add_parser(subparsers) and sets func=callable(args) -> int
+SUBCOMMANDS = ["ls", "phases", "run", "demo", "train", "export"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cdm-bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in SUBCOMMANDS:
+        try:
+            module = importlib.import_module(f"cdm_bench.cli.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name == f"cdm_bench.cli.{name}":
+                continue  # optional subcommand not present in this checkout
+            raise
+        module.add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from cdm_bench.generator import SpecError
+    from cdm_bench.registry import UnknownNameError
+
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.func(args) or 0)
+    except (UnknownNameError, SpecError, FileNotFoundError) as exc:
+        print(f"cdm-bench {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except RuntimeError as exc:  # our own clear errors (conflicts, bad images, failed metrics)
+        if type(exc).__module__.startswith("cdm_bench"):
+            print(f"cdm-bench {args.command}: error: {exc}", file=sys.stderr)
+            return 1
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

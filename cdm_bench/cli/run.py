@@ -1,0 +1,27 @@
+"""``cdm-bench run SPEC.yaml``: generate -> evaluate -> leaderboard for a benchmark spec."""
+
+from __future__ import annotations
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("run", help="run a benchmark spec (generators x prompt sets x metrics)")
+    p.add_argument("spec", help="benchmark spec YAML")
+    p.add_argument("--out", default=None, help="default: runs/<spec name>")
+    p.add_argument("--eval-python", default=None,
+                   help="interpreter of the eval environment (overrides the spec's eval_python)")
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from cdm_bench.benchmark import BenchmarkSpec, run_benchmark
+
+    spec = BenchmarkSpec.from_yaml(args.spec)
+    if args.eval_python:
+        spec.eval_python = args.eval_python
+    spec.overwrite = spec.overwrite or args.overwrite
+    out = run_benchmark(spec, args.out or f"runs/{spec.name}")
+    if out is not None:
+        print((out / "leaderboard.md").read_text())
+        print(f"leaderboard: {out / 'leaderboard.csv'} (also .html, .md)")
+    return 0

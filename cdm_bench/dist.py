@@ -1,0 +1,51 @@
+"""Process-group helpers for phases launched by ``torchrun`` or ``accelerate launch``.
+
+Both launchers export RANK / WORLD_SIZE / MASTER_ADDR; we only read them. Without a launcher
+everything runs as rank 0 of 1. CPU runs use gloo, GPU runs nccl.
+"""
+
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+from typing import Any
+
+import torch.distributed as dist
+
+
+def world() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+
+
+@contextmanager
+def process_group():
+    """Initialise a process group when launched with several processes; tear it down after."""
+    _, size = world()
+    created = False
+    if size > 1 and not dist.is_initialized():
+        import torch
+
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        dist.init_process_group(backend)
+        created = True
+    try:
+        yield world()
+    finally:
+        if created:
+            dist.destroy_process_group()
+
+
+def barrier() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+
+
+def broadcast(obj: Any, src: int = 0) -> Any:
+    """Rank ``src``'s object, on every rank."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=src)
+    return box[0]

@@ -1,0 +1,138 @@
+"""The generator interface: prompts + per-sample seeds -> images.
+
+A generator is built from a *spec* (a dict, usually a YAML file)::
+
+    generator: toy          # registry name of the generator class
+    name: teacher-50-cfg    # display name on leaderboards (default: derived)
+    recipe: teacher         # teacher / dmd / ddmd / cdm / reference / ...
+    model: teacher          # generator-specific keys follow; unknown keys are an error
+    nfe: 50
+    guidance: 2.0
+
+Every key other than ``generator``, ``name`` and ``recipe`` must be an argument of the
+generator class's ``__init__``; anything else is rejected, so a typo never silently does nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+META_KEYS = ("generator", "name", "recipe")
+
+
+class SpecError(ValueError):
+    """A malformed generator / benchmark / recipe spec."""
+
+
+class Generator(ABC):
+    """Base class. Subclasses take their spec keys as keyword arguments."""
+
+    #: default recipe label for leaderboards
+    recipe: str = "unknown"
+
+    @abstractmethod
+    def spec(self) -> dict:
+        """Every setting that changes the pixels (it is hashed into the run identity)."""
+
+    @abstractmethod
+    def generate(self, prompts: list[str], seeds: list[int]) -> np.ndarray:
+        """Return uint8 images (B, H, W, 3). Sample i must depend only on (prompts[i], seeds[i])."""
+
+    @property
+    def nfe(self) -> int | None:
+        """Network evaluations per image (CFG counts twice)."""
+        return None
+
+    @property
+    def cfg(self) -> float | None:
+        return None
+
+    def weights_hash(self) -> str | None:
+        """A hash of the weights used, recorded in results (None if not applicable)."""
+        return None
+
+
+def hash_dict(d: dict) -> str:
+    return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def load_spec(name_or_path: str | dict) -> dict:
+    """A registry name, a YAML path, or a dict -> a spec dict with at least ``generator``."""
+    if isinstance(name_or_path, dict):
+        spec = dict(name_or_path)
+    elif str(name_or_path).endswith((".yaml", ".yml")) or Path(str(name_or_path)).is_file():
+        path = Path(name_or_path)
+        if not path.is_file():
+            raise SpecError(f"generator spec file not found: {path}")
+        spec = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(spec, dict):
+            raise SpecError(f"{path}: a generator spec must be a mapping")
+    else:
+        spec = {"generator": str(name_or_path)}
+    if "generator" not in spec:
+        raise SpecError(f"generator spec lacks the 'generator' key (the registry name): {spec}")
+    return spec
+
+
+def validate_spec(cls: type, spec: dict) -> dict:
+    """Reject keys that ``cls.__init__`` does not accept; return the constructor kwargs."""
+    params = inspect.signature(cls.__init__).parameters
+    accepts_var = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    allowed = {n for n in params if n != "self"}
+    kwargs = {k: v for k, v in spec.items() if k not in META_KEYS}
+    unknown = sorted(set(kwargs) - allowed)
+    if unknown and not accepts_var:
+        raise SpecError(
+            f"unknown key(s) {unknown} for generator {spec['generator']!r}; "
+            f"allowed: {sorted(allowed | set(META_KEYS))}")
+    return kwargs
+
+
+def build_generator(name_or_spec: str | dict) -> tuple[Generator, dict]:
+    """Build a generator from a name / YAML path / dict. Returns (generator, full spec)."""
+    from cdm_bench.registry import GENERATORS
+
+    spec = load_spec(name_or_spec)
+    cls = GENERATORS.get(spec["generator"])
+    gen = cls(**validate_spec(cls, spec))
+    full = {"generator": spec["generator"], **gen.spec()}
+    full["recipe"] = spec.get("recipe", getattr(gen, "recipe", "unknown"))
+    full["nfe_total"], full["cfg"] = gen.nfe, gen.cfg
+    full["name"] = spec.get("name") or default_name(spec["generator"], gen)
+    return gen, full
+
+
+def default_name(registry_name: str, gen: Generator) -> str:
+    parts = [registry_name]
+    if gen.nfe is not None:
+        parts.append(f"nfe{gen.nfe}")
+    if gen.cfg is not None and gen.cfg != 1.0:
+        parts.append(f"cfg{gen.cfg:g}")
+    return "-".join(parts)
+
+
+def spec_hash(full_spec: dict) -> str:
+    """Identity of a generation run: everything but display-only keys."""
+    return hash_dict({k: v for k, v in full_spec.items() if k not in ("name",)})
+
+
+def to_uint8(images: Any) -> np.ndarray:
+    """Accept (B,H,W,3) uint8, float [0,1] NHWC/NCHW arrays/tensors or PIL lists -> uint8 NHWC."""
+    if isinstance(images, list):
+        return np.stack([np.asarray(im.convert("RGB")) for im in images])
+    if hasattr(images, "detach"):
+        images = images.detach().cpu().numpy()
+    arr = np.asarray(images)
+    if arr.ndim == 4 and arr.shape[1] == 3 and arr.shape[-1] != 3:
+        arr = arr.transpose(0, 2, 3, 1)
+    if arr.dtype != np.uint8:
+        arr = (np.clip(arr, 0.0, 1.0) * 255.0).round().astype(np.uint8)
+    return arr

@@ -1,0 +1,136 @@
+"""Leaderboards: pandas tables built from evaluated run directories.
+
+``leaderboard.csv`` (the contract): ``generator, recipe, nfe, cfg``, then one column per
+metric holding its mean, then ``prompts`` and ``n``. ``leaderboard_long.csv`` has one row per
+(generator, prompt set, metric) with version, direction, mean, bootstrap 95% CI (per-image
+metrics) and n. ``leaderboard.html`` / ``leaderboard.md`` show the wide table with ↑/↓ and
+metric versions.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from cdm_bench.evaluate import RESULTS, SCORES
+
+KEY_COLUMNS = ["generator", "recipe", "nfe", "cfg"]
+RECIPE_ORDER = {"reference": 0, "teacher": 1}
+
+
+def find_runs(paths) -> list[Path]:
+    """Each path is an evaluated directory or a folder containing some (searched recursively)."""
+    runs: list[Path] = []
+    for p in map(Path, paths):
+        if (p / RESULTS).exists():
+            runs.append(p)
+        elif p.is_dir():
+            runs += sorted(r.parent for r in p.rglob(RESULTS))
+        else:
+            raise FileNotFoundError(f"{p}: not a directory")
+    if not runs:
+        raise FileNotFoundError(f"no {RESULTS} under {', '.join(map(str, paths))}: run `cdm-bench evaluate` first")
+    return list(dict.fromkeys(runs))
+
+
+def bootstrap_ci(values: np.ndarray, n_boot: int = 1000, seed: int = 0) -> tuple[float, float]:
+    values = values[np.isfinite(values)]
+    if len(values) < 2:
+        return float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    means = values[rng.integers(0, len(values), size=(n_boot, len(values)))].mean(axis=1)
+    lo, hi = np.percentile(means, [2.5, 97.5])
+    return float(lo), float(hi)
+
+
+def long_table(runs: list[Path]) -> pd.DataFrame:
+    rows = []
+    for run in runs:
+        res = json.loads((run / RESULTS).read_text())
+        gen = res.get("generation", {})
+        spec = gen.get("generator", {})
+        ps = gen.get("prompt_set", {})
+        scores = pd.read_parquet(run / SCORES) if (run / SCORES).exists() else None
+        for name, m in sorted(res.get("metrics", {}).items()):
+            lo = hi = float("nan")
+            if m.get("per_image") and scores is not None and name in scores:
+                lo, hi = bootstrap_ci(scores[name].to_numpy(dtype=float))
+            rows.append({
+                "generator": spec.get("name", run.name), "recipe": spec.get("recipe", "unknown"),
+                "nfe": spec.get("nfe_total"), "cfg": spec.get("cfg"),
+                "prompts": f"{ps.get('name')}@{ps.get('version')}", "metric": name,
+                "version": m.get("version"), "higher_is_better": m.get("higher_is_better"),
+                "mean": m.get("value", float("nan")), "ci_low": lo, "ci_high": hi,
+                "n": m.get("n", res.get("n_images")), "status": m.get("status"), "run": str(run)})
+    return pd.DataFrame(rows)
+
+
+def wide_table(long: pd.DataFrame) -> pd.DataFrame:
+    if long.empty:
+        return pd.DataFrame(columns=KEY_COLUMNS)
+    idx = KEY_COLUMNS + ["prompts"]
+    keyed = long.assign(nfe=long["nfe"].fillna(-1), cfg=long["cfg"].fillna(-1))
+    wide = keyed.pivot_table(index=idx, columns="metric", values="mean", aggfunc="first", dropna=False)
+    n = keyed.groupby(idx)["n"].max()
+    wide = wide.join(n).reset_index()
+    wide[["nfe", "cfg"]] = wide[["nfe", "cfg"]].replace(-1, np.nan)
+    metric_cols = sorted(long["metric"].unique())
+    wide = wide[KEY_COLUMNS + metric_cols + ["prompts", "n"]]
+    order = wide["recipe"].map(lambda r: RECIPE_ORDER.get(r, 2))
+    wide = wide.assign(_o=order, _nfe=-wide["nfe"].fillna(0)).sort_values(["_o", "recipe", "_nfe", "generator"])
+    return wide.drop(columns=["_o", "_nfe"]).reset_index(drop=True)
+
+
+def _decorated(wide: pd.DataFrame, long: pd.DataFrame) -> pd.DataFrame:
+    """Metric headers with version and ↑/↓; means with their CI where known."""
+    meta = long.drop_duplicates("metric").set_index("metric")
+    ci = long.set_index(["generator", "prompts", "metric"])
+    shown = wide.copy()
+    renames = {}
+    for m in meta.index:
+        arrow = "↑" if meta.loc[m, "higher_is_better"] else "↓"
+        renames[m] = f"{m}@{meta.loc[m, 'version']} {arrow}"
+        shown[m] = [
+            _fmt(v, ci.loc[(g, p, m)] if (g, p, m) in ci.index else None)
+            for g, p, v in zip(wide["generator"], wide["prompts"], wide[m])]
+    return shown.rename(columns=renames)
+
+
+def _fmt(value, row) -> str:
+    if value is None or not np.isfinite(value):
+        return "failed" if row is not None and row["status"] == "failed" else "—"
+    if row is not None and np.isfinite(row["ci_low"]):
+        return f"{value:.4g} [{row['ci_low']:.3g}, {row['ci_high']:.3g}]"
+    return f"{value:.4g}"
+
+
+def write_leaderboard(run_dirs, out_dir) -> dict[str, Path]:
+    """Build the tables from ``run_dirs`` and write CSV/HTML/Markdown into ``out_dir``."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    long = long_table(find_runs(run_dirs))
+    wide = wide_table(long)
+    paths = {"csv": out / "leaderboard.csv", "long_csv": out / "leaderboard_long.csv",
+             "html": out / "leaderboard.html", "md": out / "leaderboard.md"}
+    wide.to_csv(paths["csv"], index=False)
+    long.to_csv(paths["long_csv"], index=False)
+    shown = _decorated(wide, long)
+    note = "Means; per-image metrics show a bootstrap 95% CI over images. ↑ higher is better, ↓ lower."
+    paths["md"].write_text("# Leaderboard\n\n" + shown.to_markdown(index=False) + f"\n\n{note}\n")
+    html = shown.to_html(index=False, na_rep="—", border=0, classes="leaderboard")
+    paths["html"].write_text(_HTML.format(table=html, note=note))
+    return paths
+
+
+_HTML = """<!doctype html>
+<html><head><meta charset="utf-8"><title>cdm-bench leaderboard</title>
+<style>body{{font-family:sans-serif;margin:2em}} table{{border-collapse:collapse}}
+td,th{{padding:4px 10px;border-bottom:1px solid #ddd;text-align:right}}
+th{{background:#f4f4f4}}</style></head>
+<body><h1>Leaderboard</h1>
+{table}
+<p>{note}</p></body></html>
+"""

@@ -1,0 +1,10 @@
+"""Metric implementations, one module per family, registered lazily by "module:Class".
+
+Nothing heavy is imported here: ``cdm-bench ls metrics`` works without any scorer library.
+Third-party metrics register through the ``cdm_bench.metrics`` entry-point group.
+"""
+
+BUILTIN_METRICS = {
+    "toy_fid": "metrics.toy:ToyFID",
+    "toy_align": "metrics.toy:ToyAlign",
+}

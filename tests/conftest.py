@@ -1,0 +1,37 @@
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def pytest_collection_modifyitems(config, items):
+    if os.environ.get("RUN_SLOW"):
+        return
+    skip = pytest.mark.skip(reason="slow / real weights: set RUN_SLOW=1")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory, monkeypatch):
+    """Trained toy artefacts are shared by the whole session, never the user's cache."""
+    cache = tmp_path_factory.getbasetemp() / "cdm-bench-cache"
+    monkeypatch.setenv("CDM_BENCH_CACHE", str(cache))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _register_dummies():
+    from dummy import DummyGenerator, Exploding, MeanBrightness
+
+    from cdm_bench.registry import GENERATORS, METRICS
+
+    GENERATORS.register("dummy", DummyGenerator, overwrite=True)
+    METRICS.register("brightness", MeanBrightness, overwrite=True)
+    METRICS.register("exploding", Exploding, overwrite=True)
