@@ -73,7 +73,7 @@ def wide_table(long: pd.DataFrame) -> pd.DataFrame:
         return pd.DataFrame(columns=KEY_COLUMNS)
     idx = KEY_COLUMNS + ["prompts"]
     keyed = long.assign(nfe=long["nfe"].fillna(-1), cfg=long["cfg"].fillna(-1))
-    wide = keyed.pivot_table(index=idx, columns="metric", values="mean", aggfunc="first", dropna=False)
+    wide = keyed.groupby(idx + ["metric"], dropna=False)["mean"].first().unstack("metric")
     n = keyed.groupby(idx)["n"].max()
     wide = wide.join(n).reset_index()
     wide[["nfe", "cfg"]] = wide[["nfe", "cfg"]].replace(-1, np.nan)
