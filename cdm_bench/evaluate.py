@@ -113,8 +113,9 @@ def evaluate(images_dir, metrics, out_dir=None, batch_size: int = 32, device: st
     results = _load_results(out, ident)
     scores = _base_frame(records, out)
     todo = []
-    for name, opts in parse_metrics(metrics):
-        metric = build_metric(name, opts, device)
+    for requested, opts in parse_metrics(metrics):
+        metric = build_metric(requested, opts, device)
+        name = metric.name or requested  # results are keyed by the metric's declared name
         cached = results["metrics"].get(name, {})
         reusable = (not force and cached.get("status") == "ok" and cached.get("version") == metric.version
                     and cached.get("options") == opts and cached.get("sha256") == _set_hash(records)

@@ -1,0 +1,57 @@
+import os
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from cdm_bench.benchmark import BenchmarkSpec, run_benchmark
+from cdm_bench.cli import main
+from cdm_bench.generator import SpecError
+
+SPEC = """
+name: t
+samples_per_prompt: 2
+prompts: [{prompts}]
+metrics: [dummy:MeanBrightness]
+generators:
+  - {{generator: "dummy:DummyGenerator", name: plain}}
+  - {{generator: "dummy:DummyGenerator", name: shaded, shade: 40, recipe: cdm}}
+"""
+
+
+@pytest.fixture
+def spec_file(tmp_path):
+    (tmp_path / "p.txt").write_text("a red circle\na blue square\na green cross\n")
+    path = tmp_path / "spec.yaml"
+    path.write_text(SPEC.format(prompts=tmp_path / "p.txt"))
+    return path
+
+
+def test_run_spec_in_process(spec_file, tmp_path):
+    out = run_benchmark(BenchmarkSpec.from_yaml(spec_file), tmp_path / "out", progress=False)
+    df = pd.read_csv(out / "leaderboard.csv")
+    assert sorted(df["generator"]) == ["plain", "shaded"] and df["brightness"].notna().all()
+    assert (out / "runs" / "shaded" / "p@" f"{df['prompts'][0].split('@')[1]}" / "scores.parquet").exists()
+
+
+def test_run_spec_with_separate_eval_interpreter(spec_file, tmp_path, monkeypatch):
+    # the evaluate phase runs in a subprocess: it must find the test doubles on its path
+    monkeypatch.setenv("PYTHONPATH", str(Path(__file__).parent) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    rc = main(["run", str(spec_file), "--out", str(tmp_path / "o"), "--eval-python", sys.executable])
+    assert rc == 0
+    assert len(pd.read_csv(tmp_path / "o" / "leaderboard.csv")) == 2
+
+
+def test_spec_errors(tmp_path):
+    with pytest.raises(SpecError, match=r"unknown key\(s\) \['generaters'\]"):
+        BenchmarkSpec.from_dict({"generaters": [], "prompts": ["x"], "metrics": ["y"]})
+    with pytest.raises(SpecError, match="missing or empty"):
+        BenchmarkSpec.from_dict({"generators": ["dummy"], "prompts": [], "metrics": ["y"]})
+
+
+def test_cli_reports_unknown_names(capsys):
+    assert main(["evaluate", "--images", ".", "--metrics", "toy_alignn", "--out", "x"]) in (1, 2)
+    assert main(["generate", "--generator", "toyy", "--prompts", "toy-small", "--out", "x"]) == 2
+    err = capsys.readouterr().err
+    assert "did you mean 'toy'" in err
