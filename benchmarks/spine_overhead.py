@@ -1,0 +1,138 @@
+"""Spine performance: generate/evaluate overhead vs bare model calls, 2-process speed-up, demo time.
+
+    python benchmarks/spine_overhead.py [--preset demo] [--images 512] [--demo]
+
+Targets (from the spine issue): generate and evaluate wall time within 10 % of the bare
+model/metric time on the same inputs; 2-process generate >= 1.7x faster than 1 process;
+the spine's part of the demo <= 8 min from an empty cache (the whole demo <= 15 min).
+Writes benchmarks/results/spine_overhead.json and .md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+RESULTS = Path(__file__).parent / "results"
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def bare_generate(spec: dict, prompts: list[dict], seeds: list[int], batch: int) -> float:
+    from cdm_bench.generator import build_generator
+
+    gen, _ = build_generator(spec)
+    gen.generate([prompts[0]["prompt"]], [seeds[0]])  # warm-up (load weights)
+    t0 = time.perf_counter()
+    for i in range(0, len(prompts), batch):
+        gen.generate([p["prompt"] for p in prompts[i:i + batch]], seeds[i:i + batch])
+    return time.perf_counter() - t0
+
+
+def timed_generate(spec, ps, out: Path, batch: int) -> float:
+    from cdm_bench.generate import generate
+    from cdm_bench.generator import build_generator
+
+    build_generator(spec)[0].generate(["a red circle"], [0])  # same warm-up as the bare run
+    t0 = time.perf_counter()
+    generate(spec, ps, out, 1, batch, progress=False)
+    return time.perf_counter() - t0
+
+
+def bare_evaluate(run: Path, metrics: list[dict], batch: int) -> float:
+    from PIL import Image
+
+    from cdm_bench.evaluate import build_metric, load_manifest
+    from cdm_bench.metric import convert_images
+
+    _, recs = load_manifest(run)
+    images = np.stack([np.asarray(Image.open(run / r["file"]).convert("RGB")) for r in recs])
+    built = [build_metric(m["name"], {k: v for k, v in m.items() if k != "name"}) for m in metrics]
+    t0 = time.perf_counter()
+    for m in built:
+        for i in range(0, len(recs), batch):
+            b = recs[i:i + batch]
+            m.update(convert_images(images[i:i + batch], m.input_format), [r["prompt"] for r in b], b)
+        m.compute()
+    return time.perf_counter() - t0
+
+
+def timed_evaluate(run: Path, metrics: list[dict], batch: int) -> float:
+    from cdm_bench.evaluate import build_metric, evaluate
+
+    for m in metrics:  # load scorers once, as the bare run does before its timer
+        build_metric(m["name"], {k: v for k, v in m.items() if k != "name"})
+    t0 = time.perf_counter()
+    evaluate(run, metrics, batch_size=batch, force=True, progress=False)
+    return time.perf_counter() - t0
+
+
+def torchrun_generate(spec_file: Path, prompts: str, limit: int, out: Path, nproc: int, batch: int) -> float:
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc),
+           "--master_port", str(29600 + nproc), "-m", "cdm_bench", "generate", "--generator", str(spec_file),
+           "--prompts", prompts, "--limit", str(limit), "--samples-per-prompt", "4",
+           "--batch-size", str(batch), "--out", str(out)]
+    t0 = time.perf_counter()
+    subprocess.run(cmd, check=True, capture_output=True)
+    return time.perf_counter() - t0
+
+
+def demo_time(tmp: Path) -> dict:
+    env = {**os.environ, "CDM_BENCH_CACHE": str(tmp / "cache")}
+    t0 = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "cdm_bench", "demo", "--out", str(tmp / "demo")], env=env, check=False)
+    total = time.perf_counter() - t0
+    info = json.loads((tmp / "demo" / "demo.json").read_text())
+    return {"demo_total_s": total, **{f"demo_{k}": v for k, v in info["timings"].items()}}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--preset", default="demo")
+    ap.add_argument("--prompts", default="toy")
+    ap.add_argument("--nfe", type=int, default=8)
+    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--demo", action="store_true", help="also time a full demo from an empty cache")
+    args = ap.parse_args()
+
+    from cdm_bench.prompts import load_prompt_set
+    from cdm_bench.provenance import environment, sample_seed
+
+    spec = {"generator": "toy", "preset": args.preset, "nfe": args.nfe, "guidance": 2.0}
+    metrics = [{"name": "toy_fid", "scorer": args.preset}, {"name": "toy_align", "scorer": args.preset}]
+    ps = load_prompt_set(args.prompts)
+    seeds = [sample_seed(0, p["id"], 0) for p in ps.prompts]
+    tmp = Path(tempfile.mkdtemp(prefix="spine-bench-"))
+    res: dict = {"preset": args.preset, "nfe": args.nfe, "images": len(ps), "batch": args.batch,
+                 "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count()}
+    res["bare_generate_s"] = bare_generate(spec, ps.prompts, seeds, args.batch)
+    res["generate_s"] = timed_generate(spec, ps, tmp / "g", args.batch)
+    res["generate_overhead"] = res["generate_s"] / res["bare_generate_s"] - 1
+    res["bare_evaluate_s"] = bare_evaluate(tmp / "g", metrics, 128)
+    res["evaluate_s"] = timed_evaluate(tmp / "g", metrics, 128)
+    res["evaluate_overhead"] = res["evaluate_s"] / res["bare_evaluate_s"] - 1
+    spec_file = tmp / "spec.yaml"
+    spec_file.write_text(json.dumps(spec))
+    t1 = torchrun_generate(spec_file, args.prompts, 64, tmp / "t1", 1, 32)
+    t2 = torchrun_generate(spec_file, args.prompts, 64, tmp / "t2", 2, 32)
+    res.update(torchrun_1proc_s=t1, torchrun_2proc_s=t2, speedup_2proc=t1 / t2)
+    if args.demo:
+        res.update(demo_time(tmp))
+    res["environment"] = environment()
+    shutil.rmtree(tmp, ignore_errors=True)
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "spine_overhead.json").write_text(json.dumps(res, indent=2, default=str))
+    print(json.dumps({k: v for k, v in res.items() if k != "environment"}, indent=2, default=str))
+
+
+if __name__ == "__main__":
+    main()
