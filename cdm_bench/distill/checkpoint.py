@@ -1,0 +1,98 @@
+"""Checkpoints of a distillation run: full state dicts, the resolved recipe, and resume checks.
+
+Layout of a run directory::
+
+    <out>/recipe.yaml                the resolved recipe (written at the start)
+    <out>/log.jsonl                  one JSON line per logged student step
+    <out>/checkpoint-000200/state.pt student, ema, fake (full state dicts), both optimizers, counters
+    <out>/checkpoint-000200/recipe.yaml, meta.json   (adapter, model spec: what export needs)
+
+A checkpoint directory is written under a temporary name and renamed when complete, so a
+crash (or a non-finite loss) never leaves a half-written "latest" checkpoint behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+import torch
+import yaml
+
+from cdm_bench.distill.config import diff_dicts, recipe_identity
+
+PREFIX = "checkpoint-"
+
+
+class ResumeError(RuntimeError):
+    """Refusing to resume (a different recipe) or to overwrite an existing run."""
+
+
+def checkpoint_path(out_dir: Path, step: int) -> Path:
+    return Path(out_dir) / f"{PREFIX}{step:06d}"
+
+
+def list_checkpoints(out_dir: Path) -> list[Path]:
+    out_dir = Path(out_dir)
+    if not out_dir.is_dir():
+        return []
+    found = [p for p in out_dir.glob(f"{PREFIX}*") if p.is_dir() and (p / "state.pt").is_file()
+             and p.name[len(PREFIX):].isdigit()]
+    return sorted(found, key=lambda p: int(p.name[len(PREFIX):]))
+
+
+def latest_checkpoint(out_dir: Path) -> Path | None:
+    found = list_checkpoints(out_dir)
+    return found[-1] if found else None
+
+
+def save_checkpoint(out_dir: Path, step: int, state: dict, recipe: dict, meta: dict,
+                    keep: int = 0) -> Path:
+    """Write ``state`` (rank 0 only) atomically; keep the newest ``keep`` checkpoints (0: all)."""
+    final = checkpoint_path(out_dir, step)
+    tmp = final.with_name(final.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    torch.save(state, tmp / "state.pt")
+    (tmp / "recipe.yaml").write_text(yaml.safe_dump(recipe, sort_keys=False))
+    (tmp / "meta.json").write_text(json.dumps({**meta, "step": step, "time": time.time()}, indent=1))
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    if keep > 0:
+        for old in list_checkpoints(out_dir)[:-keep]:
+            shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def load_state(checkpoint: Path) -> dict:
+    return torch.load(Path(checkpoint) / "state.pt", map_location="cpu", weights_only=True)
+
+
+def load_meta(checkpoint: Path) -> tuple[dict, dict]:
+    """(resolved recipe dict, meta dict) of a checkpoint directory."""
+    checkpoint = Path(checkpoint)
+    if not (checkpoint / "state.pt").is_file():
+        raise FileNotFoundError(f"not a distillation checkpoint (no state.pt): {checkpoint}")
+    recipe = yaml.safe_load((checkpoint / "recipe.yaml").read_text())
+    meta = json.loads((checkpoint / "meta.json").read_text())
+    return recipe, meta
+
+
+def check_same_recipe(saved: dict, current: dict, where: Path) -> None:
+    """Refuse to resume when anything but the run length / logging settings changed."""
+    diffs = diff_dicts(recipe_identity(saved), recipe_identity(current))
+    if diffs:
+        raise ResumeError(f"refusing to resume {where} with a different recipe; changed: "
+                          + "; ".join(diffs) + ". Use a new --out directory instead.")
+
+
+def check_fresh_run(out_dir: Path) -> None:
+    """Refuse to start over an existing run (pass resume=True / --resume to continue it)."""
+    ckpt = latest_checkpoint(out_dir)
+    if ckpt is not None:
+        raise ResumeError(f"{out_dir} already holds a run ({ckpt.name}); resume it with --resume "
+                          f"or choose another --out directory")
