@@ -185,16 +185,21 @@ def _recipe_path(name_or_path: str | Path) -> Path:
 
 
 def deep_merge(base: dict, top: dict) -> dict:
-    """``top`` over ``base``; a ``None`` value in ``top`` deletes the key."""
+    """``top`` over ``base``; a ``None`` value in ``top`` deletes the key; a mapping whose
+    ``kind``/``type`` differs from the base's replaces it instead of merging into it."""
     out = copy.deepcopy(base)
     for key, value in top.items():
         if value is None:
             out.pop(key, None)
-        elif isinstance(value, dict) and isinstance(out.get(key), dict):
+        elif isinstance(value, dict) and isinstance(out.get(key), dict) and not _kind_changes(out[key], value):
             out[key] = deep_merge(out[key], value)
         else:
             out[key] = copy.deepcopy(value)
     return out
+
+
+def _kind_changes(base: dict, top: dict) -> bool:
+    return any(k in top and top[k] != base.get(k, top[k]) for k in ("kind", "type"))
 
 
 def apply_overrides(raw: dict, overrides: dict | list) -> dict:

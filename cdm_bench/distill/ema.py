@@ -13,13 +13,21 @@ from torch import nn
 @torch.no_grad()
 def lerp_parameters(target: nn.Module, source: nn.Module, weight: float) -> None:
     """``target <- (1 - weight) * target + weight * source`` for every parameter."""
-    tgt, src = list(target.parameters()), list(source.parameters())
-    if len(tgt) != len(src):
-        raise ValueError("lerp_parameters needs two models of the same architecture")
     if weight == 0.0:
         return
-    for t, s in zip(tgt, src):
-        t.lerp_(s.to(t.dtype), weight)
+    tgt, src = local_parameters(target), local_parameters(source)
+    if len(tgt) != len(src) or any(t.shape != s.shape for t, s in zip(tgt, src)):
+        raise ValueError("lerp_parameters needs two models of the same architecture and sharding")
+    torch._foreach_lerp_(tgt, [s.to(t.dtype) for t, s in zip(tgt, src)], weight)
+
+
+def local_parameters(model: nn.Module) -> list[torch.Tensor]:
+    """This rank's parameter tensors. FSDP2 modules are resharded first: after a forward without
+    backward the root keeps unsharded copies, and writes to those would be lost."""
+    for m in model.modules():
+        if hasattr(m, "reshard") and type(m).__name__.startswith("FSDP"):
+            m.reshard()
+    return [p.to_local() if hasattr(p, "to_local") else p for p in model.parameters()]
 
 
 class EMA:
