@@ -151,6 +151,10 @@ class ToyFlowModel(ModelMixin, ConfigMixin):
         vocab_size / max_tokens: of :func:`cdm_bench.toy.world.tokenize` (pad id 0).
         text_dim / text_layers / heads: the prompt encoder.
         temb_dim: width of the time (+ pooled text) embedding used for FiLM.
+        up_layers_per_block: ``ToyUNetBlock`` units per level on the up path
+            (default ``layers_per_block + 1``); each takes one skip connection, any skips
+            left over at a level are concatenated into its last unit.
+        mid_layers: units at the lowest resolution between the two paths.
     """
 
     _supports_gradient_checkpointing = True
@@ -171,6 +175,8 @@ class ToyFlowModel(ModelMixin, ConfigMixin):
         text_layers: int = 2,
         heads: int = 4,
         temb_dim: int = 128,
+        up_layers_per_block: int | None = None,
+        mid_layers: int = 2,
     ):
         super().__init__()
         n = len(block_out_channels)
@@ -214,13 +220,20 @@ class ToyFlowModel(ModelMixin, ConfigMixin):
             if lvl < n - 1:
                 self.downsamplers.append(nn.Conv2d(ch, ch, 3, stride=2, padding=1))
                 skip_chs.append(ch)
-        self.mid_blocks = nn.ModuleList([block(ch, ch, n - 1), block(ch, ch, n - 1)])
+        self.mid_blocks = nn.ModuleList([block(ch, ch, n - 1) for _ in range(mid_layers)])
         self.up_blocks = nn.ModuleList()
         self.upsamplers = nn.ModuleList()
+        self._up_skips: list[int] = []  # skips consumed by each up unit
         for lvl in reversed(range(n)):
             out = block_out_channels[lvl]
-            for _ in range(layers_per_block + 1):
-                self.up_blocks.append(block(ch + skip_chs.pop(), out, lvl))
+            n_up = self._n_up()
+            per_level = layers_per_block + 1  # skips produced at this level
+            counts = [1] * n_up
+            counts[-1] += per_level - n_up
+            for c in counts:
+                extra = sum(skip_chs.pop() for _ in range(c))
+                self.up_blocks.append(block(ch + extra, out, lvl))
+                self._up_skips.append(c)
                 ch = out
             if lvl > 0:
                 self.upsamplers.append(nn.Conv2d(ch, ch, 3, padding=1))
@@ -228,6 +241,13 @@ class ToyFlowModel(ModelMixin, ConfigMixin):
         self.conv_out = nn.Conv2d(ch, 4 * in_channels, 3, padding=1)
         nn.init.zeros_(self.conv_out.weight)
         nn.init.zeros_(self.conv_out.bias)
+
+    def _n_up(self) -> int:
+        n_up = self.config.up_layers_per_block
+        n_up = self.config.layers_per_block + 1 if n_up is None else int(n_up)
+        if not 1 <= n_up <= self.config.layers_per_block + 1:
+            raise ValueError("up_layers_per_block must be in [1, layers_per_block + 1]")
+        return n_up
 
     # ------------------------------------------------------------------------------------
     def _run(self, module: nn.Module, *args):
@@ -275,11 +295,12 @@ class ToyFlowModel(ModelMixin, ConfigMixin):
                 skips.append(h)
         for blk in self.mid_blocks:
             h = self._run(blk, h, temb, ctx, mask)
-        it = iter(self.up_blocks)
+        it = iter(zip(self.up_blocks, self._up_skips))
         n = len(self.config.block_out_channels)
         for j, lvl in enumerate(reversed(range(n))):
-            for _ in range(lpb + 1):
-                h = self._run(next(it), torch.cat([h, skips.pop()], dim=1), temb, ctx, mask)
+            for _ in range(self._n_up()):
+                blk, c = next(it)
+                h = self._run(blk, torch.cat([h] + [skips.pop() for _ in range(c)], dim=1), temb, ctx, mask)
             if lvl > 0:
                 h = self.upsamplers[j](F.interpolate(h, scale_factor=2.0, mode="nearest"))
         h = self.conv_out(F.silu(self.norm_out(h)))
