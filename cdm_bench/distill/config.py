@@ -17,8 +17,9 @@ A recipe is one YAML file under ``recipes/`` (or any path)::
 
 Every key is checked: an unknown or misplaced key is an error that names the key and where it
 belongs (a setting at the wrong level must never silently do nothing). Overrides use dotted
-paths (``train.steps=10``, ``losses.ca.guidance=2``); a ``null`` value deletes a key (for a
-loss entry: drops that loss).
+paths (``train.steps=10``, ``losses.ca.guidance=2``); a mapping value updates a section, a
+``null`` value deletes a key (for a loss entry: drops that loss), and a different ``kind`` /
+``type`` replaces the section.
 """
 
 from __future__ import annotations
@@ -216,8 +217,12 @@ def apply_overrides(raw: dict, overrides: dict | list) -> dict:
             node = nxt
         if value is None:
             node.pop(keys[-1], None)
-        else:
-            node[keys[-1]] = value
+            continue
+        if keys[-1] in ("kind", "type") and node.get(keys[-1], value) != value:
+            node.clear()  # another kind of schedule / loss: its section starts afresh
+        if isinstance(value, dict) and isinstance(node.get(keys[-1]), dict):
+            value = deep_merge(node[keys[-1]], value)  # a mapping updates the section
+        node[keys[-1]] = value
     return raw
 
 
@@ -328,6 +333,9 @@ def _parse_loss(name: str, data: Any, where: tuple, role: str) -> LossSpec:
         raise RecipeError(f"'{_dotted(where)}' must be a mapping (type, weight, parameters), got {data!r}")
     data = dict(data)
     typ = _coerce(data.pop("type", name), str, where + ("type",))
+    if typ not in LOSSES:
+        raise RecipeError(f"'{_dotted(where)}': unknown loss type {typ!r} (an entry's name is its type "
+                          f"unless it sets 'type:'); registered losses: {', '.join(LOSSES.names())}")
     cls = LOSSES.get(typ)
     if getattr(cls, "role", "student") != role:
         raise RecipeError(f"'{_dotted(where)}': loss {typ!r} is a {cls.role} loss, not a {role} loss")
@@ -361,17 +369,19 @@ def _check_keys(data: dict, allowed: tuple, where: tuple) -> None:
 def _unknown_key_message(key: str, allowed: tuple, where: tuple) -> str:
     place = f"under '{_dotted(where)}'" if where else "at the top level"
     msg = f"unknown recipe key '{key}' {place}"
-    homes = sorted({_dotted(p[:-1]) or "the top level" for p, _ in known_paths()
-                    if p[-1] == key and p[:-1] != where})
+    matches = [(p[:-1], note) for p, note in known_paths() if p[-1] == key]
+    homes = sorted({_dotted(parent) or "the top level" for parent, _ in matches if parent != where})
+    notes = sorted({note for _, note in matches if note})
     if homes:
-        notes = sorted({n for p, n in known_paths() if p[-1] == key and n})
         msg += f"; it belongs under {' or '.join(repr(h) for h in homes)}"
         msg += f" ({'; '.join(notes)})" if notes else ""
+    elif notes:
+        msg += f"; it is {' / '.join(notes)}, not of the one configured here"
     else:
         close = difflib.get_close_matches(key, list(allowed), n=3, cutoff=0.6)
         if close:
-            msg += f"; did you mean {' or '.join(repr(c) for c in close)}?"
-    return msg + f". Allowed here: {', '.join(allowed)}"
+            msg += f"; did you mean {' or '.join(repr(c) for c in close)}"
+    return msg + f" (allowed here: {', '.join(allowed)})"
 
 
 def known_paths() -> list[tuple[tuple, str]]:
@@ -385,7 +395,7 @@ def known_paths() -> list[tuple[tuple, str]]:
     paths += [(("fake",) + p, "") for p in _dataclass_paths(FakeConfig) if p[0] != "loss"]
     paths += [(("schedule", "kind"), "")]
     for kind in SCHEDULES.names():
-        paths += [(("schedule",) + p, f"schedule kind '{kind}'") for p in _dataclass_paths(SCHEDULES.get(kind).Params)]
+        paths += [(("schedule",) + p, f"a key of schedule kind '{kind}'") for p in _dataclass_paths(SCHEDULES.get(kind).Params)]
     for typ in LOSSES.names():
         cls = LOSSES.get(typ)
         base = ("fake", "loss") if cls.role == "fake" else ("losses", f"<{typ} loss>")

@@ -115,7 +115,10 @@ class RandomContinuousParams:
         from cdm_bench.distill.config import RecipeError
 
         _check_shift(self.shift)
-        check_sigma_range("schedule.[low, high]", [self.low, self.high])
+        _check_sigma("schedule.low", self.low)
+        _check_sigma("schedule.high", self.high)
+        if self.low > self.high:
+            raise RecipeError(f"schedule.low = {self.low} > schedule.high = {self.high}")
         if not (isinstance(self.min_steps, int) and isinstance(self.max_steps, int)
                 and 1 <= self.min_steps <= self.max_steps):
             raise RecipeError(f"schedule needs integers 1 <= min_steps <= max_steps, got "
