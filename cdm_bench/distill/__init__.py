@@ -12,17 +12,8 @@ See ``docs`` of :mod:`cdm_bench.distill.trainer` (the loop), :mod:`.config` (rec
 
 from __future__ import annotations
 
+from cdm_bench.distill.config import load_recipe
+from cdm_bench.distill.export import export  # binds the function over the submodule's name
+from cdm_bench.distill.trainer import train
+
 __all__ = ["train", "export", "load_recipe"]
-
-
-def __getattr__(name: str):  # keep `import cdm_bench.distill` light
-    if name == "train":
-        from cdm_bench.distill.trainer import train
-        return train
-    if name == "export":
-        from cdm_bench.distill.export import export
-        return export
-    if name == "load_recipe":
-        from cdm_bench.distill.config import load_recipe
-        return load_recipe
-    raise AttributeError(name)
