@@ -72,6 +72,13 @@ class ToyAdapter(ModelAdapter):
         cfg = model.config
         return (cfg.in_channels, cfg.sample_size, cfg.sample_size)
 
+    def effective_sigmas(self, sigmas: torch.Tensor) -> torch.Tensor:
+        """Read back from the toy sampler's scheduler (diffusers' FlowMatchEulerDiscreteScheduler)."""
+        from cdm_bench.toy.sampling import effective_sigmas
+
+        out = effective_sigmas(len(sigmas), [float(s) for s in sigmas], self.shift)[:-1]  # drop the final 0
+        return torch.tensor(out, dtype=torch.float32)
+
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """Data space (pixels / 127.5 - 1) -> uint8 (B, H, W, 3)."""
         img = ((latents.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
