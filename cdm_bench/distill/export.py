@@ -44,3 +44,20 @@ def export(checkpoint: str | Path, out_dir: str | Path, ema: bool = True) -> Pat
         {"checkpoint": str(checkpoint.resolve()), "step": meta["step"], "weights": which,
          "recipe": recipe}, indent=1))
     return out_dir
+
+
+def demo_student(recipe: str, out_dir: str | Path, preset: str = "demo", steps: int | None = None,
+                 progress: bool = True) -> Path:
+    """Distil the toy ``preset`` teacher with ``recipe`` and export its EMA student.
+
+    Re-running continues (or reuses) the run in ``out_dir/run`` (exact resume; a different recipe
+    is refused). Returns the exported directory ``out_dir/student``.
+    """
+    from cdm_bench.distill.trainer import train
+
+    out_dir = Path(out_dir)
+    overrides = {"model.teacher": preset, "train.progress": progress}
+    if steps is not None:
+        overrides["train.steps"] = int(steps)
+    checkpoint = train(recipe, overrides, out_dir / "run", resume=True)
+    return export(checkpoint, out_dir / "student", ema=True)
