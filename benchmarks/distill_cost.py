@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 
 import torch
+import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 RECIPES = ["dmd", "ddmd", "cdm", "cdm_no_offtraj", "cdm_fixed_schedule"]
@@ -65,13 +66,14 @@ def expected_evals(cfg) -> dict:
             "total": sim + fake_train + student + real + fake}
 
 
-def build_trainers(recipes, teacher, batch, out_root, threads):
+def build_trainers(recipes, teacher, batch, out_root, extra: dict):
     from cdm_bench.distill.config import load_recipe
     from cdm_bench.distill.trainer import Trainer
 
     trainers = {}
     for name in recipes:
-        cfg = load_recipe(name, {"model.teacher": teacher, "train.batch_size": batch, "train.progress": False})
+        cfg = load_recipe(name, {"model.teacher": teacher, "train.batch_size": batch, "train.progress": False,
+                                 **extra})
         trainers[name] = Trainer(cfg, Path(out_root) / name)
     return trainers
 
@@ -107,12 +109,14 @@ def main(argv=None) -> int:
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads (1 is robust on shared CPUs)")
     ap.add_argument("--recipes", default=",".join(RECIPES))
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="recipe override for all")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "distill_cost.csv"))
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     recipes = args.recipes.split(",")
     with tempfile.TemporaryDirectory() as tmp:
-        trainers = build_trainers(recipes, args.teacher, args.batch_size, tmp, args.threads)
+        extra = {k.strip(): yaml.safe_load(v) for k, v in (kv.split("=", 1) for kv in args.set)}
+        trainers = build_trainers(recipes, args.teacher, args.batch_size, tmp, extra)
         results = measure(trainers, args.steps, args.warmup)
         expected = {n: expected_evals(t.cfg) for n, t in trainers.items()}
     rows = []

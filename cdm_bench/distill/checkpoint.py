@@ -13,6 +13,7 @@ crash (or a non-finite loss) never leaves a half-written "latest" checkpoint beh
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import shutil
@@ -22,7 +23,7 @@ from pathlib import Path
 import torch
 import yaml
 
-from cdm_bench.distill.config import diff_dicts, recipe_identity
+from cdm_bench.distill.config import RESUMABLE_KEYS, RecipeConfig, recipe_to_dict
 
 PREFIX = "checkpoint-"
 
@@ -96,3 +97,24 @@ def check_fresh_run(out_dir: Path) -> None:
     if ckpt is not None:
         raise ResumeError(f"{out_dir} already holds a run ({ckpt.name}); resume it with --resume "
                           f"or choose another --out directory")
+
+
+def recipe_identity(cfg: RecipeConfig | dict) -> dict:
+    """What must not change across a resume (all but the run-length / logging keys)."""
+    d = recipe_to_dict(cfg) if isinstance(cfg, RecipeConfig) else copy.deepcopy(cfg)
+    d.pop("description", None)
+    for key in RESUMABLE_KEYS:
+        d.get("train", {}).pop(key, None)
+    return d
+
+
+def diff_dicts(a: dict, b: dict, prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between ``a`` and ``b``."""
+    out = []
+    for key in sorted(set(a) | set(b), key=str):
+        va, vb, path = a.get(key), b.get(key), f"{prefix}{key}"
+        if isinstance(va, dict) and isinstance(vb, dict):
+            out += diff_dicts(va, vb, path + ".")
+        elif va != vb:
+            out.append(f"{path}: {va!r} -> {vb!r}")
+    return out

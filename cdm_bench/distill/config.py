@@ -435,24 +435,3 @@ def recipe_to_dict(cfg: RecipeConfig) -> dict:
         "student": dataclasses.asdict(cfg.student),
         "train": dataclasses.asdict(cfg.train),
     }
-
-
-def recipe_identity(cfg: RecipeConfig | dict) -> dict:
-    """What must not change across a resume (all but the run-length / logging keys)."""
-    d = recipe_to_dict(cfg) if isinstance(cfg, RecipeConfig) else copy.deepcopy(cfg)
-    d.pop("description", None)
-    for key in RESUMABLE_KEYS:
-        d.get("train", {}).pop(key, None)
-    return d
-
-
-def diff_dicts(a: dict, b: dict, prefix: str = "") -> list[str]:
-    """Dotted keys whose values differ between ``a`` and ``b``."""
-    out = []
-    for key in sorted(set(a) | set(b), key=str):
-        va, vb, path = a.get(key), b.get(key), f"{prefix}{key}"
-        if isinstance(va, dict) and isinstance(vb, dict):
-            out += diff_dicts(va, vb, path + ".")
-        elif va != vb:
-            out.append(f"{path}: {va!r} -> {vb!r}")
-    return out
