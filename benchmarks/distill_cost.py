@@ -62,8 +62,10 @@ def expected_evals(cfg) -> dict:
             real += 1 + (spec.params.real_guidance != 1.0)
             fake += 1
     student = len(inputs) * (1 + bwd)
-    return {"simulation": sim, "fake_train": fake_train, "student": student, "real": real, "fake": fake,
-            "total": sim + fake_train + student + real + fake}
+    fake_offtraj = ratio * getattr(cfg.fake.loss.params, "offtraj_fraction", 0.0)
+    parts = {"simulation": sim, "fake_offtraj": fake_offtraj, "fake_train": fake_train, "student": student,
+             "real": real, "fake": fake}
+    return {**parts, "total": sum(parts.values())}
 
 
 def build_trainers(recipes, teacher, batch, out_root, extra: dict):

@@ -180,13 +180,27 @@ class Trainer:
                 return self._forward("simulation", self.student, x, s, cond_index(cond, rows.to(self.device)))
 
         traj = simulate(velocity, noise, sigmas.to(self.device), upto, calls)
-        fake_logs.append(self.fake_step(traj.at(i_fake).x0, cond, local))
+        fake_logs.append(self.fake_step(self._fake_x0(traj.at(i_fake), cond, local), cond, local))
         self.iteration += 1
         if not student_turn:
             return None
         record = self.student_step(traj.at(i_student), cond, local)
         record["schedule/length"] = k
         return record
+
+    @torch.no_grad()
+    def _fake_x0(self, point: TrajectoryPoint, cond, gen: torch.Generator) -> torch.Tensor:
+        """The student predictions the fake teacher learns (its loss module picks them)."""
+        def student_x0(x, s, rows):
+            empty = rows.numel() == 0
+            if empty:  # FSDP: every rank makes the call; evaluate one row, discard it
+                x, s, rows = point.x[:1], point.sigma[:1], torch.zeros(1, dtype=torch.long, device=self.device)
+            with self._autocast():
+                v = self._forward("fake_offtraj", self.student, x, s, cond_index(cond, rows))
+            x0 = x.float() - bview(s, x) * v.float()
+            return x0[:0] if empty else x0
+
+        return self.fake_loss.select_x0(point, student_x0, gen)
 
     def fake_step(self, x0: torch.Tensor, cond, gen: torch.Generator) -> dict:
         cfg = self.cfg.fake

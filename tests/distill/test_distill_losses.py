@@ -145,3 +145,26 @@ def test_run_queries_batches_one_call_per_network():
 
 def test_registry_names():
     assert {"ca", "dm", "dmd2", "cdm_offtraj", "fake_fm"} <= set(LOSSES.names())
+
+
+@pytest.mark.parametrize("fraction", [0.0, 0.5, 1.0])
+def test_fake_teacher_offtrajectory_coverage_option(fraction):
+    torch.manual_seed(0)
+    point = TrajectoryPoint(torch.randn(4, 1, 2, 2), torch.randn(4, 1, 2, 2), torch.randn(4, 1, 2, 2),
+                            torch.tensor([1.0, 0.7, 0.4, 0.2]))
+    loss_fn = FakeFlowMatchingLoss(FakeFlowMatchingLoss.Params(offtraj_fraction=fraction))
+    calls = []
+
+    def student_x0(x, s, rows):
+        calls.append(rows.tolist())
+        return x * 0 + 100.0  # recognisable
+
+    x0 = loss_fn.select_x0(point, student_x0, torch.Generator().manual_seed(4))
+    if fraction == 0.0:
+        assert calls == [] and x0 is point.x0  # the paper's algorithm: x0_i only, no extra pass
+        return
+    g = torch.Generator().manual_seed(4)
+    mask = torch.rand(4, generator=g) < fraction
+    assert len(calls) == 1 and calls[0] == mask.nonzero().flatten().tolist()
+    torch.testing.assert_close(x0[mask], torch.full_like(x0[mask], 100.0))
+    torch.testing.assert_close(x0[~mask], point.x0[~mask])

@@ -50,14 +50,17 @@ def normalized_update(x0_student: torch.Tensor, direction: torch.Tensor, referen
 
 def renoise(x0: torch.Tensor, sigma: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """``x_s = (1 - s) x0 + s eps`` with fresh noise."""
-    eps = torch.randn(x0.shape, generator=generator, dtype=x0.dtype)
-    s = bview(sigma, x0)
+    eps = torch.randn(x0.shape, generator=generator, dtype=x0.dtype).to(x0.device)
+    s = bview(sigma.to(x0.device), x0)
     return (1 - s) * x0 + s * eps
 
 
 def uniform(n: int, low, high, generator: torch.Generator) -> torch.Tensor:
-    """``n`` draws ``~ U[low, high]`` (``low``/``high`` may be per-sample tensors)."""
-    return low + (high - low) * torch.rand(n, generator=generator)
+    """``n`` draws ``~ U[low, high]`` (``low``/``high`` may be per-sample tensors), on their device."""
+    u = torch.rand(n, generator=generator)
+    if isinstance(low, torch.Tensor) or isinstance(high, torch.Tensor):
+        u = u.to((low if isinstance(low, torch.Tensor) else high).device)
+    return low + (high - low) * u
 
 
 @dataclass
