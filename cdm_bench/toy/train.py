@@ -1,0 +1,303 @@
+"""Training of the toy world's networks: the teacher (``ToyFlowModel``) and the scorer.
+
+Both train on fresh renders of the world (infinite data, no dataset on disk), for a fixed
+number of steps (so a config always yields the same artefact), on ``threads`` CPU threads.
+
+* :func:`train_teacher` - rectified-flow loss ``|v(x_s, s, c) - (eps - x0)|^2`` with
+  logit-normal sigma sampling, ~10% prompt dropout to the empty prompt (for CFG), AdamW with
+  linear warmup + cosine decay, an EMA of the weights (the EMA is what is saved), channels-last
+  memory format (measured ~1.2-1.5x faster on the 2-core CPU).
+* :func:`train_scorer` - multi-label BCE over colour x shape attributes + auxiliary
+  background-kind and object-count heads, flip/rot90 augmentation; reports exact
+  attribute-set accuracy on freshly rendered held-out images.
+
+The configs (:class:`TeacherConfig`, :class:`ScorerConfig`) are frozen dataclasses; their
+``hash()`` keys the cached artefacts (see :mod:`cdm_bench.toy.artifacts`), and the presets
+``tiny`` / ``quick`` / ``demo`` live in :data:`PRESETS`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from cdm_bench.toy import world
+from cdm_bench.toy.world import WorldConfig
+
+TEACHER_LOG = "train_log.json"
+SCORER_REPORT = "report.json"
+
+
+def _hash(d: dict) -> str:
+    return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+@dataclass(frozen=True)
+class ScorerConfig:
+    world: WorldConfig = WorldConfig()
+    channels: tuple = (48, 96, 128)
+    feat_dim: int = 64
+    steps: int = 700
+    batch_size: int = 128
+    lr: float = 3e-3
+    weight_decay: float = 1e-4
+    seed: int = 0
+    eval_n: int = 2000
+    threads: int = 2
+    version: str = "1"
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def hash(self) -> str:
+        return _hash(self.to_dict())
+
+
+@dataclass(frozen=True)
+class TeacherConfig:
+    world: WorldConfig = WorldConfig()
+    model: dict = field(default_factory=lambda: dict(
+        block_out_channels=(32, 64, 96), layers_per_block=1, up_layers_per_block=1, mid_layers=1,
+        text_dim=64, text_layers=2, heads=4, temb_dim=128))
+    steps: int = 800
+    batch_size: int = 64
+    lr: float = 2e-3
+    warmup: int = 50
+    final_lr_frac: float = 0.05
+    weight_decay: float = 0.01
+    ema_decay: float = 0.995
+    prompt_dropout: float = 0.1
+    logit_normal_std: float = 1.0
+    seed: int = 0
+    threads: int = 2
+    channels_last: bool = True
+    version: str = "1"
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def hash(self) -> str:
+        return _hash(self.to_dict())
+
+    def model_kwargs(self) -> dict:
+        kw = dict(self.model)
+        kw.setdefault("sample_size", self.world.size)
+        kw.setdefault("vocab_size", world.VOCAB_SIZE)
+        kw.setdefault("max_tokens", self.world.max_tokens)
+        return kw
+
+
+PRESETS: dict[str, tuple[ScorerConfig, TeacherConfig]] = {
+    # the real one: scorer + teacher from an empty cache in ~5 min on 2 CPU cores
+    "demo": (ScorerConfig(), TeacherConfig()),
+    # CI health check: both in about a minute
+    "quick": (
+        ScorerConfig(steps=200, eval_n=500),
+        TeacherConfig(model=dict(block_out_channels=(32, 48, 64), layers_per_block=1, up_layers_per_block=1,
+                                 mid_layers=1, text_dim=32, text_layers=1, heads=2, temb_dim=64),
+                      steps=150, batch_size=32, warmup=20, ema_decay=0.98),
+    ),
+    # unit tests: seconds; random-ish weights
+    "tiny": (
+        ScorerConfig(channels=(8, 16, 16), feat_dim=16, steps=10, batch_size=32, eval_n=64),
+        TeacherConfig(model=dict(block_out_channels=(8, 16), layers_per_block=1, up_layers_per_block=1,
+                                 mid_layers=1, attention_levels=(False, True),
+                                 self_attention_levels=(False, False), text_dim=16, text_layers=1,
+                                 heads=2, temb_dim=16),
+                      steps=6, batch_size=8, warmup=2, ema_decay=0.0),
+    ),
+}
+
+
+def preset(name: str) -> tuple[ScorerConfig, TeacherConfig]:
+    if name not in PRESETS:
+        raise KeyError(f"unknown toy preset {name!r}; known: {sorted(PRESETS)}")
+    return PRESETS[name]
+
+
+# ---------------------------------------------------------------------------------------
+def labeled_batch(rng: np.random.Generator, n: int, cfg: WorldConfig):
+    """n fresh scenes -> (uint8 images, captions, background index, object count)."""
+    scenes = [world.sample_scene(rng, cfg) for _ in range(n)]
+    images = world.render_batch(scenes, cfg)
+    prompts = [world.caption(s) for s in scenes]
+    bg = np.array([cfg.backgrounds.index(s.background.kind) for s in scenes])
+    count = np.array([len(s.objects) for s in scenes])
+    return images, prompts, bg, count
+
+
+def _lr_factor(step: int, total: int, warmup: int, final: float) -> float:
+    if step < warmup:
+        return (step + 1) / warmup
+    t = (step - warmup) / max(1, total - warmup)
+    return final + (1 - final) * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
+
+
+def _progress(total: int, desc: str, enabled: bool):
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:  # pragma: no cover
+        enabled = False
+    if not enabled:
+        return None
+    return tqdm(total=total, desc=desc, unit="step", leave=False)
+
+
+# ---------------------------------------------------------------------------------------
+def train_scorer(cfg: ScorerConfig, out_dir: str | Path, progress: bool = True) -> dict:
+    """Train a :class:`~cdm_bench.toy.scorer.ToyScorer`; save it and ``report.json`` in out_dir.
+
+    Returns the report: held-out exact attribute-set accuracy, mean alignment of real images,
+    background accuracy, training time.
+    """
+    from cdm_bench.toy.scorer import ToyScorer, alignment, attribute_targets, exact_accuracy
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    old_threads = torch.get_num_threads()
+    torch.set_num_threads(cfg.threads)
+    t_start = time.time()
+    try:
+        torch.manual_seed(cfg.seed)
+        w = cfg.world
+        model = ToyScorer(cfg.channels, cfg.feat_dim, w.colors, w.shapes, w.backgrounds, w.max_objects)
+        model = model.to(memory_format=torch.channels_last)
+        opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.steps, pct_start=0.15)
+        bar = _progress(cfg.steps, "toy scorer", progress)
+        rng = np.random.default_rng([cfg.seed, 101])
+        losses = []
+        model.train()
+        for step in range(cfg.steps):
+            images, prompts, bg, count = labeled_batch(rng, cfg.batch_size, w)
+            x = ToyScorer.prepare(images)
+            k = int(rng.integers(4))  # rot90 / flips keep every attribute
+            x = torch.rot90(x, k, dims=(2, 3))
+            if rng.random() < 0.5:
+                x = torch.flip(x, dims=(3,))
+            x = x.contiguous(memory_format=torch.channels_last)
+            target = torch.from_numpy(attribute_targets(prompts, model.attribute_names))
+            o = model(x)
+            loss = (F.binary_cross_entropy_with_logits(o["attributes"], target)
+                    * len(model.attribute_names) / 3.0
+                    + 0.3 * F.cross_entropy(o["background"], torch.from_numpy(bg))
+                    + 0.3 * F.cross_entropy(o["count"], torch.from_numpy(count - 1)))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            losses.append(loss.item())
+            if bar is not None:
+                bar.update(1)
+                if step % 10 == 0:
+                    bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
+        if bar is not None:
+            bar.close()
+        train_time = time.time() - t_start
+        model = model.to(memory_format=torch.contiguous_format).eval()
+        images, prompts, bg, count = labeled_batch(np.random.default_rng([cfg.seed, 202]), cfg.eval_n, w)
+        acc = exact_accuracy(model, images, prompts)
+        align = float(alignment(model, images, prompts).mean())
+        with torch.no_grad():
+            feats = model.features(images)
+            bg_acc = float((model.bg_head(feats).argmax(1).numpy() == bg).mean())
+        report = {"exact_accuracy": acc, "real_alignment": align, "background_accuracy": bg_acc,
+                  "eval_n": cfg.eval_n, "train_time_s": round(train_time, 1),
+                  "final_loss": float(np.mean(losses[-20:])),
+                  "params": sum(p.numel() for p in model.parameters()),
+                  "threads": cfg.threads, "config": cfg.to_dict(), "config_hash": cfg.hash()}
+        model.save(out)
+        (out / SCORER_REPORT).write_text(json.dumps(report, indent=1, default=str))
+        return report
+    finally:
+        torch.set_num_threads(old_threads)
+
+
+# ---------------------------------------------------------------------------------------
+def train_teacher(cfg: TeacherConfig, out_dir: str | Path, progress: bool = True):
+    """Train a ``ToyFlowModel`` teacher; ``save_pretrained`` its EMA weights + ``train_log.json``.
+
+    Returns the trained (EMA) model in eval mode.
+    """
+    from cdm_bench.toy.model import ToyFlowModel
+    from cdm_bench.toy.sampling import from_uint8
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    old_threads = torch.get_num_threads()
+    torch.set_num_threads(cfg.threads)
+    t_start = time.time()
+    try:
+        torch.manual_seed(cfg.seed)
+        model = ToyFlowModel(**cfg.model_kwargs())
+        ema = ToyFlowModel(**cfg.model_kwargs())
+        ema.load_state_dict(model.state_dict())
+        ema.requires_grad_(False)
+        if cfg.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        decay, no_decay = [], []
+        for name, p in model.named_parameters():
+            (no_decay if p.ndim < 2 or "embed" in name or "norm" in name else decay).append(p)
+        opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                                 {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.99))
+        sched = torch.optim.lr_scheduler.LambdaLR(
+            opt, lambda s: _lr_factor(s, cfg.steps, cfg.warmup, cfg.final_lr_frac))
+        gen = torch.Generator().manual_seed(cfg.seed + 1)
+        rng = np.random.default_rng([cfg.seed, 303])
+        bar = _progress(cfg.steps, "toy teacher", progress)
+        losses, curve = [], []
+        max_tokens = model.config.max_tokens
+        model.train()
+        ema_params = list(ema.parameters())
+        model_params = list(model.parameters())
+        for step in range(cfg.steps):
+            images, prompts = world.make_dataset(cfg.batch_size, int(rng.integers(2**31)), cfg.world)
+            drop = rng.random(len(prompts)) < cfg.prompt_dropout
+            prompts = ["" if d else p for d, p in zip(drop, prompts)]
+            tokens = torch.from_numpy(world.tokenize(prompts, cfg.world, max_tokens=max_tokens))
+            x0 = from_uint8(images)
+            eps = torch.randn(x0.shape, generator=gen)
+            sigma = torch.sigmoid(torch.randn(x0.shape[0], generator=gen) * cfg.logit_normal_std)
+            s = sigma[:, None, None, None]
+            xs = (1 - s) * x0 + s * eps
+            if cfg.channels_last:
+                xs = xs.contiguous(memory_format=torch.channels_last)
+            v = model(xs, sigma, tokens)
+            loss = F.mse_loss(v.float(), eps - x0)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model_params, 1.0)
+            opt.step()
+            sched.step()
+            d = min(cfg.ema_decay, (1 + step) / (10 + step))
+            with torch.no_grad():
+                torch._foreach_lerp_(ema_params, [p.detach() for p in model_params], 1.0 - d)
+            losses.append(loss.item())
+            if step % 25 == 24 or step == cfg.steps - 1:
+                curve.append([step + 1, float(np.mean(losses[-25:])), round(time.time() - t_start, 1)])
+            if bar is not None:
+                bar.update(1)
+                if step % 10 == 0:
+                    bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}")
+        if bar is not None:
+            bar.close()
+        train_time = time.time() - t_start
+        ema.eval()
+        ema.save_pretrained(str(out))
+        log = {"train_time_s": round(train_time, 1), "steps": cfg.steps, "batch_size": cfg.batch_size,
+               "final_loss": float(np.mean(losses[-50:])), "loss_curve": curve,
+               "params": sum(p.numel() for p in ema.parameters()), "threads": cfg.threads,
+               "config": cfg.to_dict(), "config_hash": cfg.hash()}
+        (out / TEACHER_LOG).write_text(json.dumps(log, indent=1, default=str))
+        return ema
+    finally:
+        torch.set_num_threads(old_threads)
