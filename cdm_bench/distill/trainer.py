@@ -146,13 +146,14 @@ class Trainer:
                 self.step += 1
                 record.update(_mean_dicts(fake_logs), step=self.step, iteration=self.iteration,
                               step_time=time.perf_counter() - t0)
-                fake_logs, t0 = [], time.perf_counter()
+                fake_logs = []
                 bar.update(1)
                 bar.set_postfix(loss=f"{record['loss/total']:.4g}")
                 if logger is not None and self.step % tcfg.log_every == 0:
                     logger.write(record)
                 if self.step % tcfg.checkpoint_every == 0 or self.step == tcfg.steps:
                     last = self.save()
+                t0 = time.perf_counter()
         finally:
             bar.close()
             if logger is not None:

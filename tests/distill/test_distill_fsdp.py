@@ -25,18 +25,24 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_torchrun_fsdp2_two_student_steps(tmp_path):
-    from cdm_bench.toy.adapter import ToyAdapter
-
+def _torchrun(out: Path, steps: int, *extra: str) -> None:
     sets = []
-    for key, value in tiny_overrides(steps=2, batch=2).items():
+    for key, value in tiny_overrides(steps=steps, batch=2).items():
         sets += ["--set", f"{key}={json.dumps(value)}"]
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
            "--master_addr", "127.0.0.1", "--master_port", str(_free_port()),
-           "-m", "cdm_bench.cli.train", "cdm", *sets, "--out", str(tmp_path / "run")]
+           "-m", "cdm_bench.cli.train", "cdm", *sets, "--out", str(out), *extra]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env, cwd=ROOT)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+
+
+def test_torchrun_fsdp2_two_student_steps(tmp_path):
+    """Step 1, then a sharded resume (full model + optimizer state dicts) for step 2."""
+    from cdm_bench.toy.adapter import ToyAdapter
+
+    _torchrun(tmp_path / "run", 1)
+    _torchrun(tmp_path / "run", 2, "--resume")
     ckpt = tmp_path / "run" / "checkpoint-000002"
     _, meta = load_meta(ckpt)
     assert meta["world_size"] == 2

@@ -33,7 +33,7 @@ class DistributionMatchingLoss(StudentLoss):
 
     def plan(self, x0_sg: torch.Tensor, sigma_in: torch.Tensor, generator: torch.Generator) -> Plan:
         lo, hi = self.params.sigma_range
-        s_t = uniform(x0_sg.shape[0], lo, hi, generator)
+        s_t = uniform(x0_sg.shape[0], lo, hi, generator).to(x0_sg.device)
         x_t = renoise(x0_sg, s_t, generator)
         queries = {"real": Query("real", x_t, s_t), "fake": Query("fake", x_t, s_t)}
         if self.params.real_guidance != 1.0:

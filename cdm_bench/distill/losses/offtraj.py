@@ -32,5 +32,5 @@ class OffTrajectoryDMLoss(DistributionMatchingLoss):
 
     def student_input(self, point: TrajectoryPoint, generator: torch.Generator) -> StudentInput:
         lo, hi = self.params.extrapolate_range
-        s_new = uniform(point.x.shape[0], lo, hi, generator)
+        s_new = uniform(point.x.shape[0], lo, hi, generator).to(point.x.device)
         return StudentInput(f"off:{self.name}", extrapolate(point, s_new), s_new)
