@@ -77,7 +77,7 @@ def run_demo(out_dir, quick: bool = False, retrain: bool = False, students: bool
     report = DemoReport(out)
     t0 = time.perf_counter()
     get_scorer(preset, retrain=retrain)
-    accuracy = float(scorer_report(preset)["accuracy"])
+    accuracy = float(scorer_report(preset)["exact_accuracy"])
     t1 = time.perf_counter()
     get_teacher(preset, retrain=retrain)
     t2 = time.perf_counter()
