@@ -164,6 +164,9 @@ def resolve_raw(name_or_path: str | Path | dict, _seen: tuple = ()) -> dict:
         raw = yaml.safe_load(path.read_text()) or {}
         if not isinstance(raw, dict):
             raise RecipeError(f"{path}: a recipe must be a mapping")
+        if "distributed_type" in raw:
+            raise RecipeError(f"{path} is an accelerate launcher config, not a training recipe: "
+                              f"accelerate launch --config_file {path} -m cdm_bench.cli.train RECIPE")
         raw.setdefault("name", path.stem)
         here, _seen = path, _seen + (path,)
     base = raw.pop("base", None)
