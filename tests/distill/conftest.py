@@ -1,27 +1,11 @@
-"""Tiny fixtures for the distillation tests: a random 2-level ToyFlowModel "teacher"."""
+"""Fixtures of the distillation tests (helpers live in ``distill_helpers``)."""
 
 import pytest
 import torch
 
-TINY_MODEL = {"block_out_channels": [8, 16], "text_dim": 16, "temb_dim": 16, "text_layers": 1, "heads": 2}
-
-
-def tiny_overrides(steps: int = 2, batch: int = 2, **extra) -> dict:
-    """Recipe overrides for a seconds-long CPU run on the random tiny teacher."""
-    out = {"model.teacher": "random", "model.model_config": TINY_MODEL, "train.steps": steps,
-           "train.batch_size": batch, "train.progress": False, "train.checkpoint_every": 1,
-           "train.keep_checkpoints": 0}
-    out.update(extra)
-    return out
-
-
-@pytest.fixture
-def tiny():
-    return tiny_overrides
-
 
 @pytest.fixture(autouse=True)
-def _threads():
+def _one_thread():
     n = torch.get_num_threads()
     torch.set_num_threads(1)  # 2 threads on a shared 2-core box can be 10x slower
     yield

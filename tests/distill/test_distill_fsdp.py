@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import tiny_overrides
+from distill_helpers import tiny_overrides
 
 from cdm_bench.distill import export
 from cdm_bench.distill.checkpoint import load_meta, load_state

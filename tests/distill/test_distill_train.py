@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import pytest
 import torch
-from conftest import tiny_overrides
+from distill_helpers import tiny_overrides
 
 from cdm_bench.distill import export, train
 from cdm_bench.distill.checkpoint import ResumeError, list_checkpoints, load_state
