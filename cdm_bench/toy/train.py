@@ -44,16 +44,16 @@ def _hash(d: dict) -> str:
 @dataclass(frozen=True)
 class ScorerConfig:
     world: WorldConfig = WorldConfig()
-    channels: tuple = (48, 96, 128)
+    channels: tuple = (32, 64, 96)
     feat_dim: int = 64
-    steps: int = 700
+    steps: int = 600
     batch_size: int = 128
     lr: float = 3e-3
     weight_decay: float = 1e-4
     seed: int = 0
     eval_n: int = 2000
     threads: int = 2
-    version: str = "1"
+    version: str = "2"
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -101,7 +101,7 @@ PRESETS: dict[str, tuple[ScorerConfig, TeacherConfig]] = {
     "demo": (ScorerConfig(), TeacherConfig()),
     # CI health check: both in about a minute
     "quick": (
-        ScorerConfig(steps=200, eval_n=500),
+        ScorerConfig(steps=350, batch_size=96, eval_n=500),
         TeacherConfig(model=dict(block_out_channels=(32, 48, 64), layers_per_block=1, up_layers_per_block=1,
                                  mid_layers=1, text_dim=32, text_layers=1, heads=2, temb_dim=64),
                       steps=150, batch_size=32, warmup=20, ema_decay=0.98),
