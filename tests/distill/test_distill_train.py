@@ -100,6 +100,12 @@ def test_export_ema_and_raw_student(tmp_path):
             torch.testing.assert_close(tensor, state[key][name])
         spec = (out / "generator.yaml").read_text()
         assert "generator: toy" in spec and f"model: {out}" in spec
+    # the generator registry loads the exported directory by path
+    from cdm_bench.generator import build_generator
+
+    gen, full = build_generator({"generator": "toy", "model": str(tmp_path / "ema"), "nfe": 2, "preset": "tiny"})
+    images = gen.generate(["a red circle", ""], [0, 1])
+    assert images.shape == (2, 32, 32, 3) and images.dtype.name == "uint8"
 
 
 def test_bf16_and_gradient_checkpointing_run(tmp_path):
