@@ -22,6 +22,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -77,6 +78,7 @@ class TeacherConfig:
     ema_decay: float = 0.995
     prompt_dropout: float = 0.1
     logit_normal_std: float = 1.0
+    uniform_sigma_frac: float = 0.3  # the rest is logit-normal; uniform covers sigma ~ 1 (1-step)
     seed: int = 0
     threads: int = 2
     channels_last: bool = True
@@ -135,6 +137,21 @@ def labeled_batch(rng: np.random.Generator, n: int, cfg: WorldConfig):
     return images, prompts, bg, count
 
 
+def training_threads(requested: int) -> int:
+    """Intra-op threads for training: ``requested``, but 1 when the CPU is already busy.
+
+    Measured on the 2-core machine: two processes with 2 OpenMP threads each run 5-10x
+    slower than alone (spinning threads fight for the cores), while 1 thread each loses
+    only ~2x. So when the 1-minute load average says another job is running, use 1 thread.
+    """
+    try:
+        load = os.getloadavg()[0]
+    except (AttributeError, OSError):  # pragma: no cover
+        load = 0.0
+    cores = os.cpu_count() or 1
+    return max(1, min(int(requested), cores)) if load < 0.75 else 1
+
+
 def _lr_factor(step: int, total: int, warmup: int, final: float) -> float:
     if step < warmup:
         return (step + 1) / warmup
@@ -164,7 +181,8 @@ def train_scorer(cfg: ScorerConfig, out_dir: str | Path, progress: bool = True) 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     old_threads = torch.get_num_threads()
-    torch.set_num_threads(cfg.threads)
+    threads = training_threads(cfg.threads)
+    torch.set_num_threads(threads)
     t_start = time.time()
     try:
         torch.manual_seed(cfg.seed)
@@ -214,7 +232,7 @@ def train_scorer(cfg: ScorerConfig, out_dir: str | Path, progress: bool = True) 
                   "eval_n": cfg.eval_n, "train_time_s": round(train_time, 1),
                   "final_loss": float(np.mean(losses[-20:])),
                   "params": sum(p.numel() for p in model.parameters()),
-                  "threads": cfg.threads, "config": cfg.to_dict(), "config_hash": cfg.hash()}
+                  "threads": threads, "config": cfg.to_dict(), "config_hash": cfg.hash()}
         model.save(out)
         (out / SCORER_REPORT).write_text(json.dumps(report, indent=1, default=str))
         return report
@@ -234,7 +252,8 @@ def train_teacher(cfg: TeacherConfig, out_dir: str | Path, progress: bool = True
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     old_threads = torch.get_num_threads()
-    torch.set_num_threads(cfg.threads)
+    threads = training_threads(cfg.threads)
+    torch.set_num_threads(threads)
     t_start = time.time()
     try:
         torch.manual_seed(cfg.seed)
@@ -267,6 +286,9 @@ def train_teacher(cfg: TeacherConfig, out_dir: str | Path, progress: bool = True
             x0 = from_uint8(images)
             eps = torch.randn(x0.shape, generator=gen)
             sigma = torch.sigmoid(torch.randn(x0.shape[0], generator=gen) * cfg.logit_normal_std)
+            uniform = torch.rand(x0.shape[0], generator=gen)
+            pick = torch.rand(x0.shape[0], generator=gen) < cfg.uniform_sigma_frac
+            sigma = torch.where(pick, uniform, sigma)
             s = sigma[:, None, None, None]
             xs = (1 - s) * x0 + s * eps
             if cfg.channels_last:
@@ -295,7 +317,7 @@ def train_teacher(cfg: TeacherConfig, out_dir: str | Path, progress: bool = True
         ema.save_pretrained(str(out))
         log = {"train_time_s": round(train_time, 1), "steps": cfg.steps, "batch_size": cfg.batch_size,
                "final_loss": float(np.mean(losses[-50:])), "loss_curve": curve,
-               "params": sum(p.numel() for p in ema.parameters()), "threads": cfg.threads,
+               "params": sum(p.numel() for p in ema.parameters()), "threads": threads,
                "config": cfg.to_dict(), "config_hash": cfg.hash()}
         (out / TEACHER_LOG).write_text(json.dumps(log, indent=1, default=str))
         return ema

@@ -1,0 +1,167 @@
+"""Is the toy world hard enough to rank few-step samplers? Validate it with the demo teacher.
+
+For several sampling-seed sets, sample the preset's teacher at 1, 2, 4, 8 and 50 Euler steps,
+with and without CFG, on a fixed prompt set, and score toy_fid / toy_align (library metric
+classes). Real world images for the same prompts and seeds give the reference row. Writes a
+CSV (one row per seed set x setting) and a Markdown summary with the checks:
+
+1. the 1- and 2-step rows are worse than 50 steps (same CFG) by more than the seed noise;
+2. toy_align of the teacher at 1-2 steps without CFG is below 0.9 (not saturated);
+3. teacher@50+CFG beats the teacher at 1-2 steps without CFG on both metrics by more than the
+   seed noise.
+
+Seed noise = the largest spread (max - min over seed sets) of a metric among the rows
+compared. Usage::
+
+    python benchmarks/world_validation.py --preset demo --prompts 128 --samples 2 --seed-sets 0 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from cdm_bench.toy import world  # noqa: E402
+from cdm_bench.toy.artifacts import get_scorer, get_teacher, scorer_report, teacher_log  # noqa: E402
+from cdm_bench.toy.sampling import sample_images  # noqa: E402
+from metrics.toy import ToyAlign, ToyFID  # noqa: E402
+
+FIELDS = ["preset", "seed_set", "setting", "steps", "guidance", "nfe", "n", "toy_fid", "toy_align", "gen_time_s"]
+
+
+def evaluate(images, prompts, meta, scorer):
+    fid, align = ToyFID(scorer=scorer), ToyAlign(scorer=scorer)
+    fid.update(images, prompts, meta)
+    align.update(images, prompts, meta)
+    return fid.compute()["toy_fid"], align.compute()["toy_align"]
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--preset", default="demo")
+    ap.add_argument("--prompts", type=int, default=128)
+    ap.add_argument("--samples", type=int, default=2, help="samples per prompt")
+    ap.add_argument("--seed-sets", type=int, nargs="+", default=[0, 1])
+    ap.add_argument("--steps", type=int, nargs="+", default=[1, 2, 4, 8, 50])
+    ap.add_argument("--guidance", type=float, default=1.5)
+    ap.add_argument("--prompt-seed", type=int, default=2024)
+    ap.add_argument("--out", default=str(ROOT / "benchmarks/results/world_validation.csv"))
+    ap.add_argument("--md", default=str(ROOT / "benchmarks/results/world_validation.md"))
+    args = ap.parse_args(argv)
+
+    t0 = time.time()
+    scorer = get_scorer(args.preset)
+    t_scorer = time.time() - t0
+    t0 = time.time()
+    teacher = get_teacher(args.preset)
+    t_teacher = time.time() - t0
+    base_prompts = world.sample_prompts(args.prompts, args.prompt_seed)
+    prompts = [p for p in base_prompts for _ in range(args.samples)]
+    rows = []
+    for ss in args.seed_sets:
+        seeds = [ss * 1_000_000 + i * 100 + k for i in range(args.prompts) for k in range(args.samples)]
+        meta = [{"prompt_id": f"p{i:04d}", "k": k, "seed": s}
+                for (i, k), s in zip(((i, k) for i in range(args.prompts) for k in range(args.samples)), seeds)]
+        t = time.time()
+        real = np.stack([world.render_for_prompt(p, s) for p, s in zip(prompts, seeds)])
+        fid, align = evaluate(real, prompts, meta, scorer)
+        rows.append(dict(preset=args.preset, seed_set=ss, setting="real", steps=0, guidance=0.0, nfe=0,
+                         n=len(real), toy_fid=fid, toy_align=align, gen_time_s=round(time.time() - t, 1)))
+        print(rows[-1], flush=True)
+        for g in (1.0, args.guidance):
+            for steps in args.steps:
+                t = time.time()
+                images = sample_images(teacher, prompts, seeds, steps, guidance=g)
+                dt = time.time() - t
+                fid, align = evaluate(images, prompts, meta, scorer)
+                rows.append(dict(preset=args.preset, seed_set=ss, setting=f"teacher{steps}" + ("+cfg" if g != 1 else ""),
+                                 steps=steps, guidance=g, nfe=steps * (2 if g != 1 else 1), n=len(images),
+                                 toy_fid=fid, toy_align=align, gen_time_s=round(dt, 1)))
+                print(rows[-1], flush=True)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=FIELDS)
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: (f"{v:.4f}" if isinstance(v, float) else v) for k, v in r.items()})
+    Path(args.md).write_text(summary(rows, args, t_scorer, t_teacher))
+    print(f"wrote {out} and {args.md}")
+    return 0
+
+
+def _agg(rows, setting, metric):
+    v = np.array([r[metric] for r in rows if r["setting"] == setting])
+    return v.mean(), v.max() - v.min()
+
+
+def summary(rows, args, t_scorer, t_teacher) -> str:
+    settings = list(dict.fromkeys(r["setting"] for r in rows))
+    lines = [f"# Toy-world validation (preset `{args.preset}`)", "",
+             f"{args.prompts} prompts x {args.samples} samples = {args.prompts * args.samples} images per seed set; "
+             f"seed sets {args.seed_sets}; CFG scale {args.guidance}; "
+             f"generated with `python benchmarks/world_validation.py` on {platform.processor() or platform.machine()}, "
+             f"torch {torch.__version__}, {torch.get_num_threads()} threads "
+             "(sampling pins 1 thread; the machine was shared with other jobs, so times are indicative).", "",
+             "| setting | steps | cfg | NFE | toy_fid (mean) | fid spread | toy_align (mean) | align spread | gen s / seed set |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for s in settings:
+        rs = [r for r in rows if r["setting"] == s]
+        f, fs = _agg(rows, s, "toy_fid")
+        a, as_ = _agg(rows, s, "toy_align")
+        lines.append(f"| {s} | {rs[0]['steps']} | {rs[0]['guidance']:g} | {rs[0]['nfe']} | {f:.2f} | {fs:.2f} | "
+                     f"{a:.3f} | {as_:.3f} | {np.mean([r['gen_time_s'] for r in rs]):.1f} |")
+    lines += ["", "Spread = max - min over the seed sets (the seed-to-seed noise).", "", "## Checks", ""]
+
+    def worse(a, b, metric, lower_better):
+        (ma, sa), (mb, sb) = _agg(rows, a, metric), _agg(rows, b, metric)
+        noise = max(sa, sb)
+        gap = (ma - mb) if lower_better else (mb - ma)
+        return gap > noise, gap, noise
+
+    checks = []
+    cfg = "+cfg"
+    for few in ("teacher1", "teacher2"):
+        for suffix in ("", cfg):
+            a, b = few + suffix, "teacher50" + suffix
+            if a in settings and b in settings:
+                ok_f, gf, nf = worse(a, b, "toy_fid", True)
+                ok_a, ga, na = worse(a, b, "toy_align", False)
+                checks.append((f"{a} worse than {b} (fid gap {gf:.2f} > noise {nf:.2f}; align gap {ga:.3f} > noise {na:.3f})",
+                               ok_f and ok_a))
+    for few in ("teacher1", "teacher2"):
+        if few in settings:
+            a, _ = _agg(rows, few, "toy_align")
+            checks.append((f"{few} toy_align {a:.3f} < 0.9", a < 0.9))
+            if "teacher50" + cfg in settings:
+                ok_f, gf, nf = worse(few, "teacher50" + cfg, "toy_fid", True)
+                ok_a, ga, na = worse(few, "teacher50" + cfg, "toy_align", False)
+                checks.append((f"teacher50+cfg beats {few} (fid gap {gf:.2f} > noise {nf:.2f}; "
+                               f"align gap {ga:.3f} > noise {na:.3f})", ok_f and ok_a))
+    lines += [f"- [{'x' if ok else ' '}] {c}" for c, ok in checks]
+    try:
+        tl, sr = teacher_log(args.preset), scorer_report(args.preset)
+        lines += ["", "## Training (from the cached artefacts' logs)", "",
+                  f"- teacher: {tl['params']:,} params, {tl['steps']} steps x batch {tl['batch_size']}, "
+                  f"{tl['train_time_s']:.0f} s on {tl['threads']} thread(s), final loss {tl['final_loss']:.4f}",
+                  f"- scorer: {sr['params']:,} params, {sr['train_time_s']:.0f} s on {sr['threads']} thread(s); "
+                  f"held-out exact attribute-set accuracy {sr['exact_accuracy']:.3f} (n={sr['eval_n']}), "
+                  f"real-image alignment {sr['real_alignment']:.3f}, background accuracy {sr['background_accuracy']:.3f}",
+                  f"- this run: loading/training scorer {t_scorer:.0f} s, teacher {t_teacher:.0f} s"]
+    except Exception as exc:  # pragma: no cover - logs missing
+        lines += ["", f"(training logs unavailable: {exc})"]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
