@@ -300,7 +300,7 @@ def render_batch(scenes: list[Scene], cfg: WorldConfig = DEFAULT) -> np.ndarray:
     # Objects are drawn in a (w, w) window around their centre: every shape lies within
     # 1.2 * radius of its centre, so alpha is exactly 0 outside the window and the result
     # equals a full-frame rendering.
-    w = min(n, 2 * int(math.ceil(1.2 * cfg.max_radius + 1.5)))
+    w = min(n, 2 * int(math.ceil(1.2 * cfg.max_radius + 2.5)))
     ar = np.arange(w)
     planes = np.ascontiguousarray(img.transpose(3, 0, 1, 2)).reshape(3, N * n * n)
     max_k = max(len(s.layout) for s in scenes)
