@@ -34,6 +34,9 @@ SPEC_PATH = recipes_dir() / "benchmarks" / "toy-world.yaml"
 STUDENT_RECIPES = ["dmd", "ddmd", "cdm"]
 ABLATION_RECIPES = ["cdm_no_offtraj", "cdm_fixed_schedule"]
 MIN_SCORER_ACCURACY = 0.95
+# students at a demo-sized budget (the distillation benchmark trains them to convergence)
+STUDENT_BUDGET = {"quick": {"train.steps": 3, "train.batch_size": 8, "train.checkpoint_every": 3},
+                  "demo": {"train.steps": 60, "train.batch_size": 16, "train.checkpoint_every": 20}}
 FID_NOISE = 0.25  # toy FID varies ~±12 % between sampling seeds (benchmarks/results/world_validation.md)
 
 
@@ -97,13 +100,19 @@ def run_demo(out_dir, quick: bool = False, retrain: bool = False, students: bool
 
 
 def distil_students(root: Path, recipes: list[str], preset: str, steps: int | None) -> list[dict]:
-    """Distil one student per recipe from the world teacher; 4-NFE generator specs for them."""
-    from cdm_bench.distill import demo_student
+    """Distil one student per recipe from the world teacher (demo-sized budget; resumable);
+    return 4-NFE generator specs for their exported EMA weights."""
+    from cdm_bench.distill import export, train
 
+    budget = dict(STUDENT_BUDGET[preset])
+    if steps is not None:
+        budget["train.steps"] = int(steps)
     specs = []
     for recipe in recipes:
-        model_dir = demo_student(recipe, root / recipe, preset=preset, steps=steps)
-        specs.append({"generator": "toy", "name": f"{recipe}-4", "recipe": recipe,
+        overrides = {"model.teacher": preset, **budget}
+        checkpoint = train(recipe, overrides, root / recipe / "run", resume=True)
+        model_dir = export(checkpoint, root / recipe / "student", ema=True)
+        specs.append({"generator": "toy", "name": f"{recipe}-4", "recipe": recipe, "preset": preset,
                       "model": str(model_dir), "nfe": 4, "guidance": 1.0})
     return specs
 
