@@ -103,7 +103,7 @@ PRESETS: dict[str, tuple[ScorerConfig, TeacherConfig]] = {
     "demo": (ScorerConfig(), TeacherConfig()),
     # CI health check: both in about a minute
     "quick": (
-        ScorerConfig(steps=350, batch_size=96, eval_n=500),
+        ScorerConfig(steps=450, batch_size=96, eval_n=500),
         TeacherConfig(model=dict(block_out_channels=(32, 48, 64), layers_per_block=1, up_layers_per_block=1,
                                  mid_layers=1, text_dim=32, text_layers=1, heads=2, temb_dim=64),
                       steps=150, batch_size=32, warmup=20, ema_decay=0.98),
