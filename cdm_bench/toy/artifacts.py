@@ -78,8 +78,11 @@ def _ensure(kind: str, cfg, train_fn, marker: str, retrain: bool, preset: str) -
     with _lock(toy_cache() / f".{kind}-{cfg.hash()}.lock"):
         if (final / marker).is_file() and not retrain:  # another process made it meanwhile
             return final
+        # under the lock nobody else trains this config: leftovers of killed runs are stale
+        for stale in toy_cache().glob(f".tmp-{kind}-{cfg.hash()}-*"):
+            shutil.rmtree(stale, ignore_errors=True)
         _say(f"training toy {kind} (preset {preset!r}) into {final} ...")
-        tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{kind}-", dir=toy_cache()))
+        tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{kind}-{cfg.hash()}-", dir=toy_cache()))
         try:
             train_fn(cfg, tmp)
             (tmp / "preset.json").write_text(json.dumps({"preset": preset, "kind": kind}))
