@@ -124,7 +124,8 @@ class Registry:
         close = difflib.get_close_matches(name, list(self._entries), n=3, cutoff=0.5)
         hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
         known = ", ".join(sorted(self._entries)) or "(none)"
-        return f"unknown {self.kind} {name!r}{hint} Known {self.kind}s: {known}"
+        plural = self.kind + ("es" if self.kind.endswith("s") else "s")
+        return f"unknown {self.kind} {name!r}{hint} Known {plural}: {known}"
 
 
 def _discover_metrics(reg: Registry) -> None:
@@ -152,6 +153,8 @@ def _discover_recipes(reg: Registry) -> None:
     from cdm_bench.paths import recipes_dir
 
     for path in sorted(recipes_dir().glob("*.yaml")):
+        if path.stem.startswith("accelerate_"):  # launcher configs, not training recipes
+            continue
         reg.register(path.stem, str(path), kind="file")
 
 
