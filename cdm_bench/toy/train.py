@@ -53,6 +53,7 @@ class ScorerConfig:
     weight_decay: float = 1e-4
     seed: int = 0
     eval_n: int = 2000
+    pool_size: int = 16384
     threads: int = 2
     version: str = "2"
 
@@ -103,14 +104,14 @@ PRESETS: dict[str, tuple[ScorerConfig, TeacherConfig]] = {
     "demo": (ScorerConfig(), TeacherConfig()),
     # CI health check: both in about a minute
     "quick": (
-        ScorerConfig(steps=450, batch_size=96, eval_n=500),
+        ScorerConfig(steps=420, batch_size=96, lr=4e-3, pool_size=8192, eval_n=500),
         TeacherConfig(model=dict(block_out_channels=(32, 48, 64), layers_per_block=1, up_layers_per_block=1,
                                  mid_layers=1, text_dim=32, text_layers=1, heads=2, temb_dim=64),
-                      steps=150, batch_size=32, warmup=20, ema_decay=0.98),
+                      steps=100, batch_size=32, warmup=20, ema_decay=0.98),
     ),
     # unit tests: seconds; random-ish weights
     "tiny": (
-        ScorerConfig(channels=(8, 16, 16), feat_dim=16, steps=10, batch_size=32, eval_n=64),
+        ScorerConfig(channels=(8, 16, 16), feat_dim=16, steps=10, batch_size=32, pool_size=256, eval_n=64),
         TeacherConfig(model=dict(block_out_channels=(8, 16), layers_per_block=1, up_layers_per_block=1,
                                  mid_layers=1, attention_levels=(False, True),
                                  self_attention_levels=(False, False), text_dim=16, text_layers=1,
@@ -137,19 +138,39 @@ def labeled_batch(rng: np.random.Generator, n: int, cfg: WorldConfig):
     return images, prompts, bg, count
 
 
+def _busy_cores(interval: float = 0.3) -> float:
+    """How many cores other work keeps busy right now (from /proc/stat; load average elsewhere)."""
+    def snap():
+        with open("/proc/stat") as fh:
+            vals = [float(v) for v in fh.readline().split()[1:]]
+        idle = vals[3] + (vals[4] if len(vals) > 4 else 0.0)
+        return sum(vals), idle
+
+    try:
+        t0, i0 = snap()
+        time.sleep(interval)
+        t1, i1 = snap()
+        return (1.0 - (i1 - i0) / max(t1 - t0, 1e-9)) * (os.cpu_count() or 1)
+    except (OSError, ValueError, IndexError):
+        try:
+            return os.getloadavg()[0]
+        except (AttributeError, OSError):  # pragma: no cover
+            return 0.0
+
+
 def training_threads(requested: int) -> int:
-    """Intra-op threads for training: ``requested``, but 1 when the CPU is already busy.
+    """Intra-op threads for training: ``requested``, but 1 when other work already keeps a core busy.
 
     Measured on the 2-core machine: two processes with 2 OpenMP threads each run 5-10x
     slower than alone (spinning threads fight for the cores), while 1 thread each loses
-    only ~2x. So when the 1-minute load average says another job is running, use 1 thread.
+    only ~2x. So when another job is running (instantaneous CPU use from /proc/stat, not the
+    slow load average), use 1 thread. The number used is recorded in the training log.
     """
-    try:
-        load = os.getloadavg()[0]
-    except (AttributeError, OSError):  # pragma: no cover
-        load = 0.0
     cores = os.cpu_count() or 1
-    return max(1, min(int(requested), cores)) if load < 0.75 else 1
+    want = max(1, min(int(requested), cores))
+    if want == 1:
+        return 1
+    return want if _busy_cores() < 0.6 else 1
 
 
 def _lr_factor(step: int, total: int, warmup: int, final: float) -> float:
@@ -193,17 +214,23 @@ def train_scorer(cfg: ScorerConfig, out_dir: str | Path, progress: bool = True) 
         sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.steps, pct_start=0.15)
         bar = _progress(cfg.steps, "toy scorer", progress)
         rng = np.random.default_rng([cfg.seed, 101])
+        # A pool of renders, reused under the 8 rotations/flips (the world's distribution and
+        # every label are invariant to them): rendering is ~25% of a step otherwise.
+        pool_n = int(min(cfg.pool_size, cfg.steps * cfg.batch_size))
+        pool_images, pool_prompts, pool_bg, pool_count = labeled_batch(rng, pool_n, w)
+        pool_x = ToyScorer.prepare(pool_images)
+        pool_t = torch.from_numpy(attribute_targets(pool_prompts, model.attribute_names))
         losses = []
         model.train()
         for step in range(cfg.steps):
-            images, prompts, bg, count = labeled_batch(rng, cfg.batch_size, w)
-            x = ToyScorer.prepare(images)
+            idx = torch.from_numpy(rng.choice(pool_n, size=cfg.batch_size, replace=False))
+            x, target = pool_x[idx], pool_t[idx]
+            bg, count = pool_bg[idx.numpy()], pool_count[idx.numpy()]
             k = int(rng.integers(4))  # rot90 / flips keep every attribute
             x = torch.rot90(x, k, dims=(2, 3))
             if rng.random() < 0.5:
                 x = torch.flip(x, dims=(3,))
             x = x.contiguous(memory_format=torch.channels_last)
-            target = torch.from_numpy(attribute_targets(prompts, model.attribute_names))
             o = model(x)
             loss = (F.binary_cross_entropy_with_logits(o["attributes"], target)
                     * len(model.attribute_names) / 3.0
