@@ -86,19 +86,31 @@ def run_demo(out_dir, quick: bool = False, retrain: bool = False, students: bool
     t1 = time.perf_counter()
     get_teacher(preset, retrain=retrain)
     t2 = time.perf_counter()
-    spec = demo_spec(quick)
+    spec, student_specs = demo_spec(quick), []
     if students:
         recipes = STUDENT_RECIPES + (ABLATION_RECIPES if ablations else [])
-        spec["generators"] += distil_students(out / "students", recipes, preset, student_steps)
+        student_specs = distil_students(out / "students", recipes, preset, student_steps)
+        spec["generators"] += student_specs
     t3 = time.perf_counter()
     run_benchmark(BenchmarkSpec.from_dict(spec), out)
     t4 = time.perf_counter()
     report.timings = {"scorer_s": t1 - t0, "teacher_s": t2 - t1, "students_s": t3 - t2,
-                      "benchmark_s": t4 - t3, "total_s": t4 - t0}
+                      "benchmark_s": t4 - t3, "total_s": t4 - t0,
+                      "student_gen_s": generation_seconds(out, [s["name"] for s in student_specs])}
     report.checks = check_results(out, preset, accuracy, ordering=not quick)
     (out / "demo.json").write_text(json.dumps(
         {"preset": preset, "timings": report.timings, "checks": report.checks}, indent=2, default=str))
     return report
+
+
+def generation_seconds(out: Path, names: list[str]) -> float:
+    """Model + PNG-writing seconds the named generators' runs spent (from their generation.json)."""
+    total = 0.0
+    for name in names:
+        for ident in (out / "runs" / name).glob("*/generation.json"):
+            for entry in json.loads(ident.read_text()).get("timing", []):
+                total += sum(r["model_s"] + r["write_s"] for r in entry["ranks"])
+    return total
 
 
 def distil_students(root: Path, recipes: list[str], preset: str, steps: int | None) -> list[dict]:

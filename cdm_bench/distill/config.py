@@ -1,4 +1,5 @@
-"""Recipe configuration: dataclasses, YAML loading, strict validation and ``--set`` overrides.
+"""Recipe configuration: dataclasses and strict validation (YAML reading and ``--set`` overrides are
+in :mod:`cdm_bench.distill.recipe_files`).
 
 A recipe is one YAML file under ``recipes/`` (or any path)::
 
@@ -24,7 +25,6 @@ paths (``train.steps=10``, ``losses.ca.guidance=2``); a mapping value updates a 
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import difflib
 import inspect
@@ -33,17 +33,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from cdm_bench.generator import SpecError
+from cdm_bench.distill.recipe_files import (  # noqa: F401  (re-exported)
+    RecipeError, apply_overrides, deep_merge, resolve_raw)
 
 PRECISIONS = ("fp32", "bf16")
 #: train.* keys that may change on resume (everything else must match the checkpoint's recipe)
 RESUMABLE_KEYS = ("steps", "log_every", "checkpoint_every", "keep_checkpoints", "tensorboard", "progress")
-
-
-class RecipeError(SpecError):
-    """A malformed recipe or override."""
 
 
 @dataclass
@@ -151,89 +146,6 @@ def load_recipe(name_or_path: str | Path | dict, overrides: dict | list | None =
     raw = resolve_raw(name_or_path)
     raw = apply_overrides(raw, overrides or [])
     return parse_recipe(raw)
-
-
-def resolve_raw(name_or_path: str | Path | dict, _seen: tuple = ()) -> dict:
-    """Read the YAML (following ``base:``) into one merged dict."""
-    if isinstance(name_or_path, dict):
-        raw, here = copy.deepcopy(name_or_path), None
-    else:
-        path = _recipe_path(name_or_path)
-        if path in _seen:
-            raise RecipeError(f"recipe 'base' cycle: {' -> '.join(map(str, _seen + (path,)))}")
-        raw = yaml.safe_load(path.read_text()) or {}
-        if not isinstance(raw, dict):
-            raise RecipeError(f"{path}: a recipe must be a mapping")
-        if "distributed_type" in raw:
-            raise RecipeError(f"{path} is an accelerate launcher config, not a training recipe: "
-                              f"accelerate launch --config_file {path} -m cdm_bench.cli.train RECIPE")
-        raw.setdefault("name", path.stem)
-        here, _seen = path, _seen + (path,)
-    base = raw.pop("base", None)
-    if base is None:
-        return raw
-    if here is not None and not str(base).endswith((".yaml", ".yml")):
-        sibling = here.parent / f"{base}.yaml"
-        base = sibling if sibling.is_file() else base
-    return deep_merge(resolve_raw(base, _seen), raw)
-
-
-def _recipe_path(name_or_path: str | Path) -> Path:
-    path = Path(name_or_path)
-    if path.suffix in (".yaml", ".yml") or path.is_file():
-        if not path.is_file():
-            raise FileNotFoundError(f"recipe file not found: {path}")
-        return path
-    from cdm_bench.registry import RECIPES
-    return RECIPES.get(str(name_or_path))
-
-
-def deep_merge(base: dict, top: dict) -> dict:
-    """``top`` over ``base``; a ``None`` value in ``top`` deletes the key; a mapping whose
-    ``kind``/``type`` differs from the base's replaces it instead of merging into it."""
-    out = copy.deepcopy(base)
-    for key, value in top.items():
-        if value is None:
-            out.pop(key, None)
-        elif isinstance(value, dict) and isinstance(out.get(key), dict) and not _kind_changes(out[key], value):
-            out[key] = deep_merge(out[key], value)
-        else:
-            out[key] = copy.deepcopy(value)
-    return out
-
-
-def _kind_changes(base: dict, top: dict) -> bool:
-    return any(k in top and top[k] != base.get(k, top[k]) for k in ("kind", "type"))
-
-
-def apply_overrides(raw: dict, overrides: dict | list) -> dict:
-    """``["train.steps=10", ...]`` or ``{"train.steps": 10}``; CLI strings are YAML-parsed."""
-    raw = copy.deepcopy(raw)
-    items = list(overrides.items()) if isinstance(overrides, dict) else [_split_override(o) for o in overrides]
-    for dotted, value in items:
-        keys = dotted.split(".")
-        node = raw
-        for i, key in enumerate(keys[:-1]):
-            nxt = node.setdefault(key, {})
-            if not isinstance(nxt, dict):
-                raise RecipeError(f"override {dotted!r}: '{'.'.join(keys[:i + 1])}' is not a section")
-            node = nxt
-        if value is None:
-            node.pop(keys[-1], None)
-            continue
-        if keys[-1] in ("kind", "type") and node.get(keys[-1], value) != value:
-            node.clear()  # another kind of schedule / loss: its section starts afresh
-        if isinstance(value, dict) and isinstance(node.get(keys[-1]), dict):
-            value = deep_merge(node[keys[-1]], value)  # a mapping updates the section
-        node[keys[-1]] = value
-    return raw
-
-
-def _split_override(text: str) -> tuple[str, Any]:
-    if "=" not in text:
-        raise RecipeError(f"override {text!r} must look like key.path=value")
-    key, _, value = text.partition("=")
-    return key.strip(), yaml.safe_load(value)
 
 
 # -- parsing and validation --------------------------------------------------------------------------

@@ -83,6 +83,21 @@ def test_batch_size_does_not_change_images(model):
     assert len(set(_hashes(one))) == len(one)
 
 
+def test_concurrent_chunks_give_the_same_images(model):
+    """With 2 intra-op threads available, chunks run 2 at a time; the bytes must not change."""
+    prompts, seeds = (PROMPTS * 4)[:20], list(range(20))  # 3 chunks of 8 (the last one padded)
+    old = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        serial = sample_images(model, prompts, seeds, nfe=2, guidance=2.0)
+        torch.set_num_threads(2)
+        concurrent = sample_images(model, prompts, seeds, nfe=2, guidance=2.0)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(old)
+    assert _hashes(serial) == _hashes(concurrent)
+
+
 def test_threads_are_pinned_and_restored(model):
     old = torch.get_num_threads()
     sample_images(model, PROMPTS[:1], [0], nfe=1)
