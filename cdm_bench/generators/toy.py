@@ -122,8 +122,8 @@ class ToyGenerator(Generator):
 
             from cdm_bench.toy.model import ToyFlowModel
 
-            m = ToyFlowModel.from_pretrained(str(self._folder()))
-            self._model = m.to(device=self.device, dtype=getattr(torch, self.dtype)).eval()
+            m = ToyFlowModel.from_pretrained(str(self._folder()), torch_dtype=getattr(torch, self.dtype))
+            self._model = m.to(device=self.device).eval()
         return self._model
 
     def generate(self, prompts: list[str], seeds: list[int]) -> np.ndarray:

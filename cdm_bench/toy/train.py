@@ -18,6 +18,7 @@ The configs (:class:`TeacherConfig`, :class:`ScorerConfig`) are frozen dataclass
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -192,21 +193,37 @@ def _progress(total: int, desc: str, enabled: bool):
 
 
 # ---------------------------------------------------------------------------------------
+@contextlib.contextmanager
+def _threads(requested: int):
+    """Set torch's thread count for training (see :func:`training_threads`); restore it after."""
+    old = torch.get_num_threads()
+    threads = training_threads(requested)
+    torch.set_num_threads(threads)
+    try:
+        yield threads
+    finally:
+        torch.set_num_threads(old)
+
+
+def _tick(bar, step: int, losses: list, digits: int) -> None:
+    if bar is not None:
+        bar.update(1)
+        if step % 10 == 0:
+            bar.set_postfix(loss=f"{np.mean(losses[-20:]):.{digits}f}")
+
+
 def train_scorer(cfg: ScorerConfig, out_dir: str | Path, progress: bool = True) -> dict:
     """Train a :class:`~cdm_bench.toy.scorer.ToyScorer`; save it and ``report.json`` in out_dir.
 
     Returns the report: held-out exact attribute-set accuracy, mean alignment of real images,
     background accuracy, training time.
     """
-    from cdm_bench.toy.scorer import ToyScorer, alignment, attribute_targets, exact_accuracy
+    from cdm_bench.toy.scorer import ToyScorer, attribute_targets
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    old_threads = torch.get_num_threads()
-    threads = training_threads(cfg.threads)
-    torch.set_num_threads(threads)
-    t_start = time.time()
-    try:
+    with _threads(cfg.threads) as threads:
+        t_start = time.time()
         torch.manual_seed(cfg.seed)
         w = cfg.world
         model = ToyScorer(cfg.channels, cfg.feat_dim, w.colors, w.shapes, w.backgrounds, w.max_objects)
@@ -219,53 +236,59 @@ def train_scorer(cfg: ScorerConfig, out_dir: str | Path, progress: bool = True) 
         # every label are invariant to them): rendering is ~25% of a step otherwise.
         pool_n = int(min(cfg.pool_size, cfg.steps * cfg.batch_size))
         pool_images, pool_prompts, pool_bg, pool_count = labeled_batch(rng, pool_n, w)
-        pool_x = ToyScorer.prepare(pool_images)
-        pool_t = torch.from_numpy(attribute_targets(pool_prompts, model.attribute_names))
+        pool = (ToyScorer.prepare(pool_images),
+                torch.from_numpy(attribute_targets(pool_prompts, model.attribute_names)), pool_bg, pool_count)
         losses = []
         model.train()
         for step in range(cfg.steps):
-            idx = torch.from_numpy(rng.choice(pool_n, size=cfg.batch_size, replace=False))
-            x, target = pool_x[idx], pool_t[idx]
-            bg, count = pool_bg[idx.numpy()], pool_count[idx.numpy()]
-            k = int(rng.integers(4))  # rot90 / flips keep every attribute
-            x = torch.rot90(x, k, dims=(2, 3))
-            if rng.random() < 0.5:
-                x = torch.flip(x, dims=(3,))
-            x = x.contiguous(memory_format=torch.channels_last)
-            o = model(x)
-            loss = (F.binary_cross_entropy_with_logits(o["attributes"], target)
-                    * len(model.attribute_names) / 3.0
-                    + 0.3 * F.cross_entropy(o["background"], torch.from_numpy(bg))
-                    + 0.3 * F.cross_entropy(o["count"], torch.from_numpy(count - 1)))
+            loss = _scorer_loss(model, pool, rng, pool_n, cfg.batch_size)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             sched.step()
             losses.append(loss.item())
-            if bar is not None:
-                bar.update(1)
-                if step % 10 == 0:
-                    bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
+            _tick(bar, step, losses, 3)
         if bar is not None:
             bar.close()
         train_time = time.time() - t_start
         model = model.to(memory_format=torch.contiguous_format).eval()
-        images, prompts, bg, count = labeled_batch(np.random.default_rng([cfg.seed, 202]), cfg.eval_n, w)
-        acc = exact_accuracy(model, images, prompts)
-        align = float(alignment(model, images, prompts).mean())
-        with torch.no_grad():
-            feats = model.features(images)
-            bg_acc = float((model.bg_head(feats).argmax(1).numpy() == bg).mean())
-        report = {"exact_accuracy": acc, "real_alignment": align, "background_accuracy": bg_acc,
-                  "eval_n": cfg.eval_n, "train_time_s": round(train_time, 1),
-                  "final_loss": float(np.mean(losses[-20:])),
-                  "params": sum(p.numel() for p in model.parameters()),
-                  "threads": threads, "config": cfg.to_dict(), "config_hash": cfg.hash()}
+        report = _scorer_report(model, cfg, train_time, losses, threads)
         model.save(out)
         (out / SCORER_REPORT).write_text(json.dumps(report, indent=1, default=str))
         return report
-    finally:
-        torch.set_num_threads(old_threads)
+
+
+def _scorer_loss(model, pool, rng, pool_n: int, batch_size: int) -> torch.Tensor:
+    """One batch from the render pool under a random rotation/flip -> the scorer's training loss."""
+    pool_x, pool_t, pool_bg, pool_count = pool
+    idx = torch.from_numpy(rng.choice(pool_n, size=batch_size, replace=False))
+    x, target = pool_x[idx], pool_t[idx]
+    bg, count = pool_bg[idx.numpy()], pool_count[idx.numpy()]
+    k = int(rng.integers(4))  # rot90 / flips keep every attribute
+    x = torch.rot90(x, k, dims=(2, 3))
+    if rng.random() < 0.5:
+        x = torch.flip(x, dims=(3,))
+    x = x.contiguous(memory_format=torch.channels_last)
+    o = model(x)
+    return (F.binary_cross_entropy_with_logits(o["attributes"], target) * len(model.attribute_names) / 3.0
+            + 0.3 * F.cross_entropy(o["background"], torch.from_numpy(bg))
+            + 0.3 * F.cross_entropy(o["count"], torch.from_numpy(count - 1)))
+
+
+def _scorer_report(model, cfg: ScorerConfig, train_time: float, losses: list, threads: int) -> dict:
+    """Held-out evaluation on fresh renders (a seed the training pool never used)."""
+    from cdm_bench.toy.scorer import alignment, exact_accuracy
+
+    images, prompts, bg, count = labeled_batch(np.random.default_rng([cfg.seed, 202]), cfg.eval_n, cfg.world)
+    acc = exact_accuracy(model, images, prompts)
+    align = float(alignment(model, images, prompts).mean())
+    with torch.no_grad():
+        bg_acc = float((model.bg_head(model.features(images)).argmax(1).numpy() == bg).mean())
+    return {"exact_accuracy": acc, "real_alignment": align, "background_accuracy": bg_acc,
+            "eval_n": cfg.eval_n, "train_time_s": round(train_time, 1),
+            "final_loss": float(np.mean(losses[-20:])),
+            "params": sum(p.numel() for p in model.parameters()),
+            "threads": threads, "config": cfg.to_dict(), "config_hash": cfg.hash()}
 
 
 # ---------------------------------------------------------------------------------------
@@ -275,15 +298,11 @@ def train_teacher(cfg: TeacherConfig, out_dir: str | Path, progress: bool = True
     Returns the trained (EMA) model in eval mode.
     """
     from cdm_bench.toy.model import ToyFlowModel
-    from cdm_bench.toy.sampling import from_uint8
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    old_threads = torch.get_num_threads()
-    threads = training_threads(cfg.threads)
-    torch.set_num_threads(threads)
-    t_start = time.time()
-    try:
+    with _threads(cfg.threads) as threads:
+        t_start = time.time()
         torch.manual_seed(cfg.seed)
         model = ToyFlowModel(**cfg.model_kwargs())
         ema = ToyFlowModel(**cfg.model_kwargs())
@@ -291,38 +310,16 @@ def train_teacher(cfg: TeacherConfig, out_dir: str | Path, progress: bool = True
         ema.requires_grad_(False)
         if cfg.channels_last:
             model = model.to(memory_format=torch.channels_last)
-        decay, no_decay = [], []
-        for name, p in model.named_parameters():
-            (no_decay if p.ndim < 2 or "embed" in name or "norm" in name else decay).append(p)
-        opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
-                                 {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.99))
-        sched = torch.optim.lr_scheduler.LambdaLR(
-            opt, lambda s: _lr_factor(s, cfg.steps, cfg.warmup, cfg.final_lr_frac))
+        opt, sched = _teacher_optimizer(model, cfg)
         gen = torch.Generator().manual_seed(cfg.seed + 1)
         rng = np.random.default_rng([cfg.seed, 303])
         bar = _progress(cfg.steps, "toy teacher", progress)
         losses, curve = [], []
-        max_tokens = model.config.max_tokens
         model.train()
-        ema_params = list(ema.parameters())
-        model_params = list(model.parameters())
+        ema_params, model_params = list(ema.parameters()), list(model.parameters())
         for step in range(cfg.steps):
-            images, prompts = world.make_dataset(cfg.batch_size, int(rng.integers(2**31)), cfg.world)
-            drop = rng.random(len(prompts)) < cfg.prompt_dropout
-            prompts = ["" if d else p for d, p in zip(drop, prompts)]
-            tokens = torch.from_numpy(world.tokenize(prompts, cfg.world, max_tokens=max_tokens))
-            x0 = from_uint8(images)
-            eps = torch.randn(x0.shape, generator=gen)
-            sigma = torch.sigmoid(torch.randn(x0.shape[0], generator=gen) * cfg.logit_normal_std)
-            uniform = torch.rand(x0.shape[0], generator=gen)
-            pick = torch.rand(x0.shape[0], generator=gen) < cfg.uniform_sigma_frac
-            sigma = torch.where(pick, uniform, sigma)
-            s = sigma[:, None, None, None]
-            xs = (1 - s) * x0 + s * eps
-            if cfg.channels_last:
-                xs = xs.contiguous(memory_format=torch.channels_last)
-            v = model(xs, sigma, tokens)
-            loss = F.mse_loss(v.float(), eps - x0)
+            xs, sigma, tokens, target = _flow_batch(cfg, rng, gen, model.config.max_tokens)
+            loss = F.mse_loss(model(xs, sigma, tokens).float(), target)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model_params, 1.0)
@@ -334,10 +331,7 @@ def train_teacher(cfg: TeacherConfig, out_dir: str | Path, progress: bool = True
             losses.append(loss.item())
             if step % 25 == 24 or step == cfg.steps - 1:
                 curve.append([step + 1, float(np.mean(losses[-25:])), round(time.time() - t_start, 1)])
-            if bar is not None:
-                bar.update(1)
-                if step % 10 == 0:
-                    bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}")
+            _tick(bar, step, losses, 4)
         if bar is not None:
             bar.close()
         train_time = time.time() - t_start
@@ -349,5 +343,35 @@ def train_teacher(cfg: TeacherConfig, out_dir: str | Path, progress: bool = True
                "config": cfg.to_dict(), "config_hash": cfg.hash()}
         (out / TEACHER_LOG).write_text(json.dumps(log, indent=1, default=str))
         return ema
-    finally:
-        torch.set_num_threads(old_threads)
+
+
+def _teacher_optimizer(model, cfg: TeacherConfig):
+    """AdamW (no weight decay on biases, norms and embeddings) + warm-up/cosine-style schedule."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        (no_decay if p.ndim < 2 or "embed" in name or "norm" in name else decay).append(p)
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                             {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.99))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _lr_factor(s, cfg.steps, cfg.warmup, cfg.final_lr_frac))
+    return opt, sched
+
+
+def _flow_batch(cfg: TeacherConfig, rng, gen: torch.Generator, max_tokens: int):
+    """Fresh world images with prompt dropout -> (x_sigma, sigma, tokens, velocity target eps - x0)."""
+    from cdm_bench.toy.sampling import from_uint8
+
+    images, prompts = world.make_dataset(cfg.batch_size, int(rng.integers(2**31)), cfg.world)
+    drop = rng.random(len(prompts)) < cfg.prompt_dropout
+    prompts = ["" if d else p for d, p in zip(drop, prompts)]
+    tokens = torch.from_numpy(world.tokenize(prompts, cfg.world, max_tokens=max_tokens))
+    x0 = from_uint8(images)
+    eps = torch.randn(x0.shape, generator=gen)
+    sigma = torch.sigmoid(torch.randn(x0.shape[0], generator=gen) * cfg.logit_normal_std)
+    uniform = torch.rand(x0.shape[0], generator=gen)
+    pick = torch.rand(x0.shape[0], generator=gen) < cfg.uniform_sigma_frac
+    sigma = torch.where(pick, uniform, sigma)
+    s = sigma[:, None, None, None]
+    xs = (1 - s) * x0 + s * eps
+    if cfg.channels_last:
+        xs = xs.contiguous(memory_format=torch.channels_last)
+    return xs, sigma, tokens, eps - x0
