@@ -33,8 +33,6 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 RECIPES = ["dmd", "ddmd", "cdm", "cdm_no_offtraj", "cdm_fixed_schedule"]
-#: network evaluations per student step relative to dmd (benchmarks/results/distill_cost.csv)
-COST = {"dmd": 1.0, "ddmd": 1.06, "cdm": 2.04, "cdm_no_offtraj": 1.75, "cdm_fixed_schedule": 1.34}
 EVAL_PROMPT_SEED = 987_654  # evaluation prompts; training prompts come from the run seeds
 
 
@@ -121,6 +119,12 @@ def summarise(evals: list[dict], last: int) -> list[dict]:
     return out
 
 
+def _read_evals(path: Path) -> list[dict]:
+    with open(path, newline="") as f:
+        return [{"recipe": r["recipe"], "nfe": int(r["nfe"]), "seed": int(r["seed"]), "steps": int(r["steps"]),
+                 "toy_fid": float(r["toy_fid"]), "toy_align": float(r["toy_align"])} for r in csv.DictReader(f)]
+
+
 def write_csv(path: Path, rows: list[dict]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", newline="") as f:
@@ -145,11 +149,19 @@ def main(argv=None) -> int:
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="recipe override for all runs")
     ap.add_argument("--work", default=str(ROOT / "runs" / "distill_world"))
     ap.add_argument("--threads", type=int, default=None)
-    ap.add_argument("--jobs", type=int, default=1, help="runs in parallel (1 thread each)")
+    ap.add_argument("--jobs", type=int, default=1,
+                    help="runs in parallel (1 thread each), started in --recipes order: list the ones you need first")
     ap.add_argument("--progress", action="store_true")
     ap.add_argument("--no-teacher", action="store_true", help="skip the teacher rows")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "distill_world.csv"))
+    ap.add_argument("--summarise", nargs="+", type=Path, metavar="EVALS_CSV",
+                    help="only rebuild --out from these per-evaluation CSVs (e.g. of runs made in parts)")
     args = ap.parse_args(argv)
+    if args.summarise:
+        evals = [r for f in args.summarise for r in _read_evals(f)]
+        write_csv(Path(args.out), summarise(evals, args.last))
+        print(f"wrote {args.out} from {len(evals)} evaluations")
+        return 0
     args.scorer = args.scorer or (args.teacher if args.teacher in ("demo", "quick", "tiny") else "demo")
     args.nfe = [int(n) for n in args.nfe.split(",")]
     args.set = {k.strip(): yaml.safe_load(v) for k, v in (kv.split("=", 1) for kv in args.set)}
@@ -158,7 +170,6 @@ def main(argv=None) -> int:
     prompts, seeds = eval_set(args.prompts, args.samples)
     evals = [] if args.no_teacher else teacher_rows(args, prompts, seeds)
     runs = [(r, int(s)) for r in args.recipes.split(",") for s in args.seeds.split(",")]
-    runs.sort(key=lambda rs: -COST.get(rs[0], 1.0))  # longest first: balances the parallel jobs
     evals_csv = Path(args.out).with_name(Path(args.out).stem + "_evals.csv")
     if args.jobs <= 1:
         for recipe, seed in runs:

@@ -112,7 +112,7 @@ def summary(rows, args, t_scorer, t_teacher) -> str:
              f"seed sets {args.seed_sets}; CFG scale {args.guidance}; "
              f"generated with `python benchmarks/world_validation.py` on {platform.processor() or platform.machine()}, "
              f"torch {torch.__version__}, {torch.get_num_threads()} threads "
-             "(sampling pins 1 thread; the machine was shared with other jobs, so times are indicative).", "",
+             "(sampling runs 1-thread chunks of 8, two at a time; the machine also ran the distillation benchmark, so times are indicative).", "",
              "| setting | steps | cfg | NFE | toy_fid (mean) | fid spread | toy_align (mean) | align spread | gen s / seed set |",
              "|---|---|---|---|---|---|---|---|---|"]
     for s in settings:
