@@ -60,13 +60,18 @@ def bare_evaluate(run: Path, metrics: list[dict], batch: int) -> float:
     _, recs = load_manifest(run)
     images = np.stack([np.asarray(Image.open(run / r["file"]).convert("RGB")) for r in recs])
     built = [build_metric(m["name"], {k: v for k, v in m.items() if k != "name"}) for m in metrics]
-    t0 = time.perf_counter()
-    for m in built:
-        for i in range(0, len(recs), batch):
-            b = recs[i:i + batch]
-            m.update(convert_images(images[i:i + batch], m.input_format), [r["prompt"] for r in b], b)
-        m.compute()
-    return time.perf_counter() - t0
+    best = float("inf")
+    for _ in range(3):  # the first pass warms up (lazy scorer loads, allocator); keep the best
+        for m in built:
+            m.reset()
+        t0 = time.perf_counter()
+        for m in built:
+            for i in range(0, len(recs), batch):
+                b = recs[i:i + batch]
+                m.update(convert_images(images[i:i + batch], m.input_format), [r["prompt"] for r in b], b)
+            m.compute()
+        best = min(best, time.perf_counter() - t0)
+    return best
 
 
 def timed_evaluate(run: Path, metrics: list[dict], batch: int) -> float:
@@ -74,18 +79,31 @@ def timed_evaluate(run: Path, metrics: list[dict], batch: int) -> float:
 
     for m in metrics:  # load scorers once, as the bare run does before its timer
         build_metric(m["name"], {k: v for k, v in m.items() if k != "name"})
-    t0 = time.perf_counter()
-    evaluate(run, metrics, batch_size=batch, force=True, progress=False)
-    return time.perf_counter() - t0
+    best = float("inf")
+    for _ in range(3):  # same protocol as the bare run; force=True: no score cache
+        t0 = time.perf_counter()
+        evaluate(run, metrics, batch_size=batch, force=True, progress=False)
+        best = min(best, time.perf_counter() - t0)
+    return best
 
 
-def torchrun_generate(spec_file: Path, prompts: str, limit: int, out: Path, nproc: int, batch: int) -> float:
+def torchrun_generate(spec_file: Path, prompts: str, limit: int, out: Path, nproc: int, batch: int,
+                      threads: int | None = 1) -> float:
+    """Wall time of ``torchrun --nproc_per_node nproc -m cdm_bench generate`` (start-up included).
+
+    ``threads=1`` pins every rank to one thread (torchrun's own default for nproc > 1), so the
+    1- vs 2-process comparison measures process scaling, as one GPU vs two would; ``None``
+    lets a single process use every core (the toy sampler runs chunks concurrently).
+    """
+    env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
+    if threads is not None:
+        env["OMP_NUM_THREADS"] = str(threads)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc),
            "--master_port", str(29600 + nproc), "-m", "cdm_bench", "generate", "--generator", str(spec_file),
            "--prompts", prompts, "--limit", str(limit), "--samples-per-prompt", "4",
            "--batch-size", str(batch), "--out", str(out)]
     t0 = time.perf_counter()
-    subprocess.run(cmd, check=True, capture_output=True)
+    subprocess.run(cmd, check=True, capture_output=True, env=env)
     return time.perf_counter() - t0
 
 
@@ -115,7 +133,10 @@ def write_markdown(res: dict, path: Path) -> None:
         if key in res:
             met = res[key] <= bound if op == "<=" else res[key] >= bound
             lines.append(f"| {key} | {res[key]:.3f} | {op} {bound} | {'yes' if met else 'NO'} |")
-    lines += ["", "Raw timings (seconds):", ""]
+    lines += ["", "speedup_2proc: `torchrun` with 1 vs 2 processes, every rank pinned to 1 thread (process scaling,",
+              "as 1 vs 2 GPUs); `torchrun_1proc_all_cores_s` is one process left to use both cores. Overheads compare",
+              "the pipeline with bare model/metric calls on the same inputs (best of 3 for evaluate).",
+              "", "Raw timings (seconds):", ""]
     lines += [f"- {k}: {v:.2f}" for k, v in res.items() if k.endswith("_s") and isinstance(v, float)]
     path.write_text("\n".join(lines) + "\n")
 
@@ -148,9 +169,10 @@ def main() -> None:
     res["evaluate_overhead"] = res["evaluate_s"] / res["bare_evaluate_s"] - 1
     spec_file = tmp / "spec.yaml"
     spec_file.write_text(json.dumps(spec))
-    t1 = torchrun_generate(spec_file, args.prompts, 64, tmp / "t1", 1, 32)
-    t2 = torchrun_generate(spec_file, args.prompts, 64, tmp / "t2", 2, 32)
-    res.update(torchrun_1proc_s=t1, torchrun_2proc_s=t2, speedup_2proc=t1 / t2)
+    t1 = torchrun_generate(spec_file, args.prompts, 128, tmp / "t1", 1, 32)
+    t2 = torchrun_generate(spec_file, args.prompts, 128, tmp / "t2", 2, 32)
+    t1all = torchrun_generate(spec_file, args.prompts, 128, tmp / "t1all", 1, 32, threads=None)
+    res.update(torchrun_1proc_s=t1, torchrun_2proc_s=t2, speedup_2proc=t1 / t2, torchrun_1proc_all_cores_s=t1all)
     if args.demo:
         res.update(demo_time(tmp))
     elif args.demo_dir:
