@@ -74,7 +74,8 @@ def run_recipe(recipe: str, seed: int, args, prompts, seeds, work: Path) -> list
     from cdm_bench.distill import export, train
     from cdm_bench.toy.model import ToyFlowModel
 
-    rows, run_dir = [], work / f"{recipe}-seed{seed}"
+    label = Path(recipe).stem  # a recipe name, or a YAML file (e.g. recipes/experiments/*.yaml)
+    rows, run_dir = [], work / f"{label}-seed{seed}"
     points = list(range(args.eval_every, args.steps + 1, args.eval_every))
     if not points or points[-1] != args.steps:
         points.append(args.steps)
@@ -88,8 +89,8 @@ def run_recipe(recipe: str, seed: int, args, prompts, seeds, work: Path) -> list
         train_s = time.perf_counter() - t0
         for nfe in args.nfe:
             vals = score(student, prompts, seeds, nfe, 1.0, args.scorer)
-            rows.append({"recipe": recipe, "nfe": nfe, "seed": seed, "steps": step, **vals})
-            print(f"{recipe} seed={seed} step={step} nfe={nfe} " +
+            rows.append({"recipe": label, "nfe": nfe, "seed": seed, "steps": step, **vals})
+            print(f"{label} seed={seed} step={step} nfe={nfe} " +
                   " ".join(f"{k}={v:.4f}" for k, v in vals.items()) + f" (train {train_s:.0f}s)", flush=True)
     return rows
 

@@ -104,12 +104,13 @@ def run_demo(out_dir, quick: bool = False, retrain: bool = False, students: bool
 
 
 def generation_seconds(out: Path, names: list[str]) -> float:
-    """Model + PNG-writing seconds the named generators' runs spent (from their generation.json)."""
+    """Seconds the named generators' runs spent generating and waiting for PNG writes (which
+    overlap generation on a writer thread; from their generation.json)."""
     total = 0.0
     for name in names:
         for ident in (out / "runs" / name).glob("*/generation.json"):
             for entry in json.loads(ident.read_text()).get("timing", []):
-                total += sum(r["model_s"] + r["write_s"] for r in entry["ranks"])
+                total += sum(r["model_s"] + r.get("wait_s", r["write_s"]) for r in entry["ranks"])
     return total
 
 

@@ -110,28 +110,59 @@ def _done_keys(out: Path) -> set[tuple[str, int]]:
 
 
 def _run_jobs(gen, identity, todo, out, rank, size, batch_size, seed, progress) -> dict:
+    """Generate ``todo`` in batches; batch i's PNGs are encoded and written on a writer thread
+    while batch i+1 generates (zlib and sha256 release the GIL). Records are appended to the
+    rank's part file in job order once their PNG exists; a writer error stops the run."""
+    from concurrent.futures import ThreadPoolExecutor
+
     (out / "parts").mkdir(exist_ok=True)
     part = out / "parts" / f"part-{rank}-of-{size}.jsonl"
-    model_s, write_s = 0.0, 0.0
+    timing = {"model_s": 0.0, "write_s": 0.0, "wait_s": 0.0}
     bar = tqdm(total=len(todo), desc=f"generate[{rank}/{size}]", disable=not progress or rank != 0,
                unit="img")
-    with open(part, "a") as log:
+
+    failed: list = []
+
+    def write(batch, seeds, images, gen_s, log):
+        if failed:  # an earlier write failed: write nothing more (its error is being raised)
+            return
+        t0 = time.perf_counter()
+        try:
+            for (p, k), s, img in zip(batch, seeds, images):
+                rec = _write_png(out, p, k, s, img, identity["spec_hash"])
+                rec["gen_s"] = gen_s
+                log.write(json.dumps(rec) + "\n")
+        except BaseException:
+            failed.append(True)
+            raise
+        finally:
+            log.flush()
+        timing["write_s"] += time.perf_counter() - t0
+        bar.update(len(batch))
+
+    pending: list = []
+    with open(part, "a") as log, ThreadPoolExecutor(1, thread_name_prefix="png-writer") as writer:
         for start in range(0, len(todo), batch_size):
             batch = todo[start:start + batch_size]
             seeds = [sample_seed(seed, p["id"], k) for p, k in batch]
             t0 = time.perf_counter()
             images = np.asarray(gen.generate([p["prompt"] for p, _ in batch], seeds))
-            t1 = time.perf_counter()
-            for (p, k), s, img in zip(batch, seeds, images):
-                rec = _write_png(out, p, k, s, img, identity["spec_hash"])
-                rec["gen_s"] = (t1 - t0) / len(batch)
-                log.write(json.dumps(rec) + "\n")
-            log.flush()
-            model_s += t1 - t0
-            write_s += time.perf_counter() - t1
-            bar.update(len(batch))
+            dt = time.perf_counter() - t0
+            timing["model_s"] += dt
+            pending = _drain(pending, keep=1, timing=timing)  # at most 2 batches in memory
+            pending.append(writer.submit(write, batch, seeds, images, dt / len(batch), log))
+        _drain(pending, keep=0, timing=timing)
     bar.close()
-    return {"rank": rank, "images": len(todo), "model_s": model_s, "write_s": write_s}
+    return {"rank": rank, "images": len(todo), **timing}
+
+
+def _drain(pending: list, keep: int, timing: dict) -> list:
+    """Wait for all but the last ``keep`` writes (re-raising a writer's error)."""
+    t0 = time.perf_counter()
+    while len(pending) > keep:
+        pending.pop(0).result()
+    timing["wait_s"] += time.perf_counter() - t0
+    return pending
 
 
 def _write_png(out: Path, prompt: dict, k: int, seed: int, img: np.ndarray, shash: str) -> dict:

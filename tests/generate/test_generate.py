@@ -50,6 +50,27 @@ def test_resume_after_partial_run(tmp_path):
     assert _hashes(full) == _hashes(tmp_path / "g")
 
 
+def test_writer_error_stops_the_run_and_keeps_earlier_batches(tmp_path, monkeypatch):
+    import cdm_bench.generate as g
+
+    real = g._write_png
+
+    def flaky(out, prompt, *a):
+        if prompt["id"] == "p3":
+            raise OSError("disk full")
+        return real(out, prompt, *a)
+
+    monkeypatch.setattr(g, "_write_png", flaky)
+    with pytest.raises(OSError, match="disk full"):  # raised from the writer thread
+        generate("dummy", _prompts(6), tmp_path / "g", 1, batch_size=2, progress=False)
+    assert not (tmp_path / "g" / "manifest.jsonl").exists()
+    assert sorted(r["prompt_id"] for r in read_records(tmp_path / "g")) == ["p0", "p1", "p2"]
+    monkeypatch.undo()
+    generate("dummy", _prompts(6), tmp_path / "g", 1, batch_size=2, progress=False)
+    full = generate("dummy", _prompts(6), tmp_path / "full", 1, batch_size=6, progress=False)
+    assert _hashes(full) == _hashes(tmp_path / "g") and len(_hashes(full)) == 6
+
+
 def test_resume_skips_finished_images(tmp_path, monkeypatch):
     generate("dummy", _prompts(), tmp_path / "g", 1, progress=False)
     from dummy import DummyGenerator
