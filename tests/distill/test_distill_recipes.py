@@ -86,3 +86,29 @@ def test_recipe_file_with_base_and_misplaced_key(tmp_path):
         load_recipe(tmp_path / "bad.yaml")
     with pytest.raises(RecipeError, match="must look like key.path=value"):
         load_recipe("cdm", ["train.steps"])
+
+
+EXPERIMENTS = {  # diagnostic variants of cdm: file -> the only leaves that differ from cdm
+    "cdm_fake_offtraj": {("fake", "loss", "offtraj_fraction"): 0.5},
+    "cdm_half_dm": {("losses", "dm", "weight"): 0.5, ("losses", "cdm_offtraj", "weight"): 0.5},
+    "cdm_offtraj_narrow": {("losses", "cdm_offtraj", "extrapolate_range"): [0.25, 0.98]},
+}
+
+
+def _leaves(d, prefix=()):
+    for k, v in d.items():
+        if isinstance(v, dict):
+            yield from _leaves(v, prefix + (k,))
+        else:
+            yield prefix + (k,), v
+
+
+@pytest.mark.parametrize("name", sorted(EXPERIMENTS))
+def test_experiment_recipes_differ_from_cdm_only_where_intended(name):
+    from cdm_bench.paths import recipes_dir
+
+    cfg = load_recipe(recipes_dir() / "experiments" / f"{name}.yaml")
+    assert name not in RECIPES.names()  # diagnostics are not registered recipes
+    mine, cdm = dict(_leaves(recipe_to_dict(cfg))), dict(_leaves(recipe_to_dict(load_recipe("cdm"))))
+    diff = {k: v for k, v in mine.items() if cdm.get(k) != v and k[-1] not in ("name", "description")}
+    assert diff == EXPERIMENTS[name]
