@@ -41,13 +41,13 @@ def bare_generate(spec: dict, prompts: list[dict], seeds: list[int], batch: int)
     return time.perf_counter() - t0
 
 
-def timed_generate(spec, ps, out: Path, batch: int) -> float:
+def timed_generate(spec, ps, out: Path, batch: int, samples: int) -> float:
     from cdm_bench.generate import generate
     from cdm_bench.generator import build_generator
 
     build_generator(spec)[0].generate(["a red circle"], [0])  # same warm-up as the bare run
     t0 = time.perf_counter()
-    generate(spec, ps, out, 1, batch, progress=False)
+    generate(spec, ps, out, samples, batch, progress=False)
     return time.perf_counter() - t0
 
 
@@ -88,7 +88,7 @@ def timed_evaluate(run: Path, metrics: list[dict], batch: int) -> float:
 
 
 def torchrun_generate(spec_file: Path, prompts: str, limit: int, out: Path, nproc: int, batch: int,
-                      threads: int | None = 1) -> float:
+                      threads: int | None = 1, samples: int = 4) -> float:
     """Wall time of ``torchrun --nproc_per_node nproc -m cdm_bench generate`` (start-up included).
 
     ``threads=1`` pins every rank to one thread (torchrun's own default for nproc > 1), so the
@@ -100,7 +100,7 @@ def torchrun_generate(spec_file: Path, prompts: str, limit: int, out: Path, npro
         env["OMP_NUM_THREADS"] = str(threads)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc),
            "--master_port", str(29600 + nproc), "-m", "cdm_bench", "generate", "--generator", str(spec_file),
-           "--prompts", prompts, "--limit", str(limit), "--samples-per-prompt", "4",
+           "--prompts", prompts, "--limit", str(limit), "--samples-per-prompt", str(samples),
            "--batch-size", str(batch), "--out", str(out)]
     t0 = time.perf_counter()
     subprocess.run(cmd, check=True, capture_output=True, env=env)
@@ -127,7 +127,8 @@ TARGETS = [("generate_overhead", "<=", 0.10), ("evaluate_overhead", "<=", 0.10),
 
 def write_markdown(res: dict, path: Path) -> None:
     lines = ["# Spine overhead", "", f"`python benchmarks/spine_overhead.py`, preset `{res['preset']}`, "
-             f"{res['images']} images at {res['nfe']} NFE, {res['cores']} cores.", "",
+             f"{res['images']} images at {res['nfe']} NFE ({res.get('torchrun_images', 512)} in the torchrun part), "
+             f"{res['cores']} cores.", "",
              "| measure | value | target | met |", "|---|---|---|---|"]
     for key, op, bound in TARGETS:
         if key in res:
@@ -136,6 +137,8 @@ def write_markdown(res: dict, path: Path) -> None:
     lines += ["", "speedup_2proc: `torchrun` with 1 vs 2 processes, every rank pinned to 1 thread (process scaling,",
               "as 1 vs 2 GPUs); `torchrun_1proc_all_cores_s` is one process left to use both cores. Overheads compare",
               "the pipeline with bare model/metric calls on the same inputs (best of 3 for evaluate).",
+              *([f"The demo_* timings were recorded at {res['demo_recorded_at']} (carried over when a run",
+                 "does not time a demo)."] if "demo_recorded_at" in res else []),
               "", "Raw timings (seconds):", ""]
     lines += [f"- {k}: {v:.2f}" for k, v in res.items() if k.endswith("_s") and isinstance(v, float)]
     path.write_text("\n".join(lines) + "\n")
@@ -147,6 +150,8 @@ def main() -> None:
     ap.add_argument("--prompts", default="toy")
     ap.add_argument("--nfe", type=int, default=8)
     ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--samples", type=int, default=1, help="images per prompt in the overhead part")
+    ap.add_argument("--torchrun-samples", type=int, default=4, help="images per prompt in the torchrun part")
     ap.add_argument("--demo", action="store_true", help="also time a full demo from an empty cache")
     ap.add_argument("--demo-dir", type=Path, help="record the timings of a demo already run from an empty cache")
     args = ap.parse_args()
@@ -157,26 +162,35 @@ def main() -> None:
     spec = {"generator": "toy", "preset": args.preset, "nfe": args.nfe, "guidance": 1.5}
     metrics = [{"name": "toy_fid", "scorer": args.preset}, {"name": "toy_align", "scorer": args.preset}]
     ps = load_prompt_set(args.prompts)
-    seeds = [sample_seed(0, p["id"], 0) for p in ps.prompts]
+    jobs = [(p, k) for p in ps.prompts for k in range(args.samples)]  # generate()'s job order
+    seeds = [sample_seed(0, p["id"], k) for p, k in jobs]
     tmp = Path(tempfile.mkdtemp(prefix="spine-bench-"))
-    res: dict = {"preset": args.preset, "nfe": args.nfe, "images": len(ps), "batch": args.batch,
+    res: dict = {"preset": args.preset, "nfe": args.nfe, "images": len(jobs), "batch": args.batch,
+                 "torchrun_images": 128 * args.torchrun_samples,
                  "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count()}
-    res["bare_generate_s"] = bare_generate(spec, ps.prompts, seeds, args.batch)
-    res["generate_s"] = timed_generate(spec, ps, tmp / "g", args.batch)
+    res["bare_generate_s"] = bare_generate(spec, [p for p, _ in jobs], seeds, args.batch)
+    res["generate_s"] = timed_generate(spec, ps, tmp / "g", args.batch, args.samples)
     res["generate_overhead"] = res["generate_s"] / res["bare_generate_s"] - 1
     res["bare_evaluate_s"] = bare_evaluate(tmp / "g", metrics, 128)
     res["evaluate_s"] = timed_evaluate(tmp / "g", metrics, 128)
     res["evaluate_overhead"] = res["evaluate_s"] / res["bare_evaluate_s"] - 1
     spec_file = tmp / "spec.yaml"
     spec_file.write_text(json.dumps(spec))
-    t1 = torchrun_generate(spec_file, args.prompts, 128, tmp / "t1", 1, 32)
-    t2 = torchrun_generate(spec_file, args.prompts, 128, tmp / "t2", 2, 32)
-    t1all = torchrun_generate(spec_file, args.prompts, 128, tmp / "t1all", 1, 32, threads=None)
+    n = args.torchrun_samples
+    t1 = torchrun_generate(spec_file, args.prompts, 128, tmp / "t1", 1, 32, samples=n)
+    t2 = torchrun_generate(spec_file, args.prompts, 128, tmp / "t2", 2, 32, samples=n)
+    t1all = torchrun_generate(spec_file, args.prompts, 128, tmp / "t1all", 1, 32, threads=None, samples=n)
     res.update(torchrun_1proc_s=t1, torchrun_2proc_s=t2, speedup_2proc=t1 / t2, torchrun_1proc_all_cores_s=t1all)
     if args.demo:
         res.update(demo_time(tmp))
     elif args.demo_dir:
         res.update(demo_from_dir(args.demo_dir))
+    elif (RESULTS / "spine_overhead.json").exists():  # keep the last recorded demo timings
+        old = json.loads((RESULTS / "spine_overhead.json").read_text())
+        res.update({k: v for k, v in old.items() if k.startswith("demo_")})
+        res["demo_recorded_at"] = old.get("demo_recorded_at") or old.get("environment", {}).get("time", "earlier")
+    if args.demo or args.demo_dir:
+        res["demo_recorded_at"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     if "demo_total_s" in res:  # the spine's part: everything but distilling and sampling the students
         res["demo_spine_s"] = res["demo_total_s"] - res.get("demo_students_s", 0.0) - res.get("demo_student_gen_s", 0.0)
     res["environment"] = environment()
