@@ -88,10 +88,13 @@ def test_recipe_file_with_base_and_misplaced_key(tmp_path):
         load_recipe("cdm", ["train.steps"])
 
 
-EXPERIMENTS = {  # diagnostic variants of cdm: file -> the only leaves that differ from cdm
-    "cdm_fake_offtraj": {("fake", "loss", "offtraj_fraction"): 0.5},
-    "cdm_half_dm": {("losses", "dm", "weight"): 0.5, ("losses", "cdm_offtraj", "weight"): 0.5},
-    "cdm_offtraj_narrow": {("losses", "cdm_offtraj", "extrapolate_range"): [0.25, 0.98]},
+EXPERIMENTS = {  # recipes/experiments/<name>.yaml -> (its base, the only leaves that differ from it)
+    "cdm_fake_offtraj": ("cdm", {("fake", "loss", "offtraj_fraction"): 0.5}),
+    "cdm_half_dm": ("cdm", {("losses", "dm", "weight"): 0.5, ("losses", "cdm_offtraj", "weight"): 0.5}),
+    "cdm_offtraj_narrow": ("cdm", {("losses", "cdm_offtraj", "extrapolate_range"): [0.25, 0.98]}),
+    "cdm_ca2": ("cdm", {("losses", "ca", "guidance"): 2.0}),
+    "ddmd_ca2": ("ddmd", {("losses", "ca", "guidance"): 2.0}),
+    "dmd_cfg3": ("dmd", {("losses", "dmd2", "real_guidance"): 3.0}),
 }
 
 
@@ -104,11 +107,13 @@ def _leaves(d, prefix=()):
 
 
 @pytest.mark.parametrize("name", sorted(EXPERIMENTS))
-def test_experiment_recipes_differ_from_cdm_only_where_intended(name):
+def test_experiment_recipes_differ_from_their_base_only_where_intended(name):
     from cdm_bench.paths import recipes_dir
 
     cfg = load_recipe(recipes_dir() / "experiments" / f"{name}.yaml")
     assert name not in RECIPES.names()  # diagnostics are not registered recipes
-    mine, cdm = dict(_leaves(recipe_to_dict(cfg))), dict(_leaves(recipe_to_dict(load_recipe("cdm"))))
-    diff = {k: v for k, v in mine.items() if cdm.get(k) != v and k[-1] not in ("name", "description")}
-    assert diff == EXPERIMENTS[name]
+    base, expected = EXPERIMENTS[name]
+    mine, theirs = dict(_leaves(recipe_to_dict(cfg))), dict(_leaves(recipe_to_dict(load_recipe(base))))
+    assert mine.keys() == theirs.keys()
+    diff = {k: v for k, v in mine.items() if theirs[k] != v and k[-1] not in ("name", "description")}
+    assert cfg.name == name and diff == expected
