@@ -1,11 +1,16 @@
 """Summarise ``distill_world.csv`` against the distillation issue's targets -> a Markdown table.
 
     python benchmarks/distill_report.py [--csv benchmarks/results/distill_world.csv]
+    python benchmarks/distill_report.py --experiments benchmarks/results/distill_experiments.csv
 
 Per (recipe, NFE): the mean over training seeds of each seed's averaged last evaluations, and
 the seed spread (max - min), which is the noise a difference must beat. Writes
 ``distill_world_summary.md`` next to the CSV (the hand-written discussion lives in
 ``distill_world.md``).
+
+``--experiments CSV`` instead compares single-seed variants from ``recipes/experiments/`` (same
+command, ``--recipes recipes/experiments/X.yaml``) with the same seed of their ``base:`` recipe
+in ``--csv``, next to that recipe's seed spread, into ``<CSV stem>_summary.md``.
 """
 
 from __future__ import annotations
@@ -77,12 +82,42 @@ def render(t: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
+def experiment_base(name: str) -> str:
+    import yaml
+
+    path = Path(__file__).resolve().parent.parent / "recipes" / "experiments" / f"{name}.yaml"
+    return yaml.safe_load(path.read_text())["base"]
+
+
+def render_experiments(exp: pd.DataFrame, main: pd.DataFrame) -> str:
+    """Each experiment against its base recipe at the same training seed and NFE."""
+    spread = table(main)
+    lines = ["| experiment | base | seed | NFE | toy_fid ↓ | base toy_fid | Δ fid | toy_align ↑ | base toy_align "
+             "| Δ align | base seed spread (fid / align) |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    by_key = main.set_index(["recipe", "seed", "nfe"])
+    for _, r in exp.sort_values(["recipe", "seed", "nfe"]).iterrows():
+        base = experiment_base(r.recipe)
+        if (base, r.seed, r.nfe) not in by_key.index:
+            continue
+        b, sp = by_key.loc[(base, r.seed, r.nfe)], spread.loc[(base, r.nfe)]
+        lines.append(f"| {r.recipe} | {base} | {r.seed} | {r.nfe} | {r.toy_fid:.2f} | {b.toy_fid:.2f} | "
+                     f"{r.toy_fid - b.toy_fid:+.2f} | {r.toy_align:.3f} | {b.toy_align:.3f} | "
+                     f"{r.toy_align - b.toy_align:+.3f} | {sp.fid_spread:.2f} / {sp.align_spread:.3f} |")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--csv", type=Path, default=RESULTS / "distill_world.csv")
+    ap.add_argument("--experiments", type=Path, help="single-seed variants to compare with their base recipes")
     args = ap.parse_args(argv)
-    text = "# Distillation benchmark: summary\n\n" + render(table(pd.read_csv(args.csv)))
-    out = args.csv.with_name(args.csv.stem + "_summary.md")
+    if args.experiments:
+        text = ("# Distillation experiments against their base recipes (same seed, same budget)\n\n"
+                + render_experiments(pd.read_csv(args.experiments), pd.read_csv(args.csv)))
+        out = args.experiments.with_name(args.experiments.stem + "_summary.md")
+    else:
+        text = "# Distillation benchmark: summary\n\n" + render(table(pd.read_csv(args.csv)))
+        out = args.csv.with_name(args.csv.stem + "_summary.md")
     out.write_text(text)
     print(text)
 
