@@ -126,7 +126,8 @@ TARGETS = [("generate_overhead", "<=", 0.10), ("evaluate_overhead", "<=", 0.10),
 
 
 def write_markdown(res: dict, path: Path) -> None:
-    lines = ["# Spine overhead", "", f"`python benchmarks/spine_overhead.py`, preset `{res['preset']}`, "
+    cmd = " ".join(["python benchmarks/spine_overhead.py", *res.get("argv", [])])
+    lines = ["# Spine overhead", "", f"`{cmd}`, preset `{res['preset']}`, "
              f"{res['images']} images at {res['nfe']} NFE ({res.get('torchrun_images', 512)} in the torchrun part), "
              f"{res['cores']} cores.", "",
              "| measure | value | target | met |", "|---|---|---|---|"]
@@ -167,6 +168,7 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="spine-bench-"))
     res: dict = {"preset": args.preset, "nfe": args.nfe, "images": len(jobs), "batch": args.batch,
                  "torchrun_images": 128 * args.torchrun_samples,
+                 "argv": sys.argv[1:],
                  "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count()}
     res["bare_generate_s"] = bare_generate(spec, [p for p, _ in jobs], seeds, args.batch)
     res["generate_s"] = timed_generate(spec, ps, tmp / "g", args.batch, args.samples)
