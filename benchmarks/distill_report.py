@@ -85,8 +85,9 @@ def render(t: pd.DataFrame) -> str:
 def experiment_base(name: str) -> str:
     import yaml
 
-    path = Path(__file__).resolve().parent.parent / "recipes" / "experiments" / f"{name}.yaml"
-    return yaml.safe_load(path.read_text())["base"]
+    from cdm_bench.paths import recipes_dir
+
+    return yaml.safe_load((recipes_dir() / "experiments" / f"{name}.yaml").read_text())["base"]
 
 
 def render_experiments(exp: pd.DataFrame, main: pd.DataFrame) -> str:

@@ -183,16 +183,13 @@ def main() -> None:
     t2 = torchrun_generate(spec_file, args.prompts, 128, tmp / "t2", 2, 32, samples=n)
     t1all = torchrun_generate(spec_file, args.prompts, 128, tmp / "t1all", 1, 32, threads=None, samples=n)
     res.update(torchrun_1proc_s=t1, torchrun_2proc_s=t2, speedup_2proc=t1 / t2, torchrun_1proc_all_cores_s=t1all)
-    if args.demo:
-        res.update(demo_time(tmp))
-    elif args.demo_dir:
-        res.update(demo_from_dir(args.demo_dir))
+    if args.demo or args.demo_dir:
+        res.update(demo_time(tmp) if args.demo else demo_from_dir(args.demo_dir))
+        res["demo_recorded_at"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     elif (RESULTS / "spine_overhead.json").exists():  # keep the last recorded demo timings
         old = json.loads((RESULTS / "spine_overhead.json").read_text())
         res.update({k: v for k, v in old.items() if k.startswith("demo_")})
-        res["demo_recorded_at"] = old.get("demo_recorded_at") or old.get("environment", {}).get("time", "earlier")
-    if args.demo or args.demo_dir:
-        res["demo_recorded_at"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+        res.setdefault("demo_recorded_at", old.get("environment", {}).get("time", "earlier"))
     if "demo_total_s" in res:  # the spine's part: everything but distilling and sampling the students
         res["demo_spine_s"] = res["demo_total_s"] - res.get("demo_students_s", 0.0) - res.get("demo_student_gen_s", 0.0)
     res["environment"] = environment()
