@@ -29,7 +29,8 @@ from pathlib import Path
 import yaml
 
 from cdm_bench import dist
-from cdm_bench.generator import SpecError, build_generator
+from cdm_bench.errors import CdmBenchError, SpecError
+from cdm_bench.generator import build_generator
 from cdm_bench.prompts import load_prompt_set
 
 
@@ -62,6 +63,8 @@ class BenchmarkSpec:
 
     @classmethod
     def from_yaml(cls, path) -> "BenchmarkSpec":
+        if not Path(path).is_file():
+            raise SpecError(f"benchmark spec not found: {path}")
         data = yaml.safe_load(Path(path).read_text()) or {}
         if not isinstance(data, dict):
             raise SpecError(f"{path}: a benchmark spec must be a mapping")
@@ -111,11 +114,11 @@ def evaluate_dir(run_dir: Path, metrics: list, spec: BenchmarkSpec, progress: bo
 
     parsed = parse_metrics(metrics)
     cmd = [spec.eval_python, "-m", "cdm_bench", "evaluate", "--images", str(run_dir),
-           "--metrics", ",".join(n for n, _ in parsed),
-           "--metric-options", json.dumps({n: o for n, o in parsed if o}),
+           "--metrics", ",".join(i if i == n else f"{i}={n}" for i, n, _ in parsed),
+           "--metric-options", json.dumps({i: o for i, _, o in parsed if o}),
            "--batch-size", str(spec.eval_batch_size)]
     if spec.allow_partial:
         cmd.append("--allow-partial")
     proc = subprocess.run(cmd)
     if proc.returncode != 0:
-        raise RuntimeError(f"evaluate under {spec.eval_python} failed (exit {proc.returncode}): {' '.join(cmd)}")
+        raise CdmBenchError(f"evaluate under {spec.eval_python} failed (exit {proc.returncode}): {' '.join(cmd)}")

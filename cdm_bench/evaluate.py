@@ -1,16 +1,27 @@
-"""The evaluate phase: score a generation directory with named metrics.
+"""The evaluate phase: score a generation directory with named metrics, one metric at a time.
 
 Imports neither diffusers nor any training code, so it runs in a separate eval environment.
-Writes into ``out_dir`` (default: the images directory):
+For each metric instance: ``check()`` (all metrics, before anything is written) ->
+``setup()`` -> batches -> flushed chunks -> ``compute()`` -> ``teardown()``, so at most one
+metric's model is in memory at a time.
 
-    scores.parquet   one row per image (prompt_id, k, prompt, seed, file, sha256, one column
-                     per per-image metric); rebuilt leaderboards and bootstrap CIs read it
-    results.json     per-set values with metric name, version, direction, n, status, plus the
-                     generation identity and the environment
+**Chunks.** The manifest's records are cut into fixed chunks of ``chunk_size`` images; chunk
+*i* belongs to rank ``i % world_size`` (1 process: all of them). A finished chunk is written
+atomically under ``scoring/`` (per-image scores, or a set-level metric's state), so an evaluate
+that is killed and re-run scores only the chunks that are missing, and the chunks do not depend
+on the number of processes: ``torchrun --nproc_per_node N -m cdm_bench evaluate ...`` gives the
+1-process numbers. Rank 0 merges the chunks (per-image scores in manifest order; set-level
+states merged in chunk order, as torchmetrics' ``merge_state`` does) and writes (see
+:mod:`cdm_bench.rundir`) ``scores.parquet`` and ``results.json`` after each metric.
 
-Scores already present for the same image hashes and metric version are reused (a cache keyed
-by image sha, metric and version); ``force=True`` recomputes. A metric that raises is recorded
-as ``failed`` with its error, and the run fails unless ``allow_partial=True``.
+**Cache.** A metric instance's result is reused when its identity (everything in
+``describe()``: version, options, weights) and the image set's hash are unchanged; ``force``
+recomputes. A result computed on another image set is dropped, never shown beside a new ``n``.
+A metric that raises is recorded as ``failed`` and fails the run unless ``allow_partial``.
+
+**Metric entries.** ``"a,b"``, ``"alias=name"`` or mappings
+``{name: NAME, alias: INSTANCE, batch_size: B, device: D, dtype: T, <metric options>}``; two
+configurations of one metric coexist under different instance names.
 """
 
 from __future__ import annotations
@@ -18,197 +29,383 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
+import logging
 import traceback
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from PIL import Image
-from tqdm.auto import tqdm
 
+from cdm_bench import dist
+from cdm_bench.errors import (EvaluationInputError, MetricFailedError, RunConflictError, RunNotFoundError,
+                              SpecError)
 from cdm_bench.metric import Metric, convert_images
+from cdm_bench.progress import progress_bar
 from cdm_bench.provenance import environment
 from cdm_bench.registry import METRICS
+from cdm_bench.rundir import SCORE_BASE_COLUMNS, RunDir, atomic_write_bytes, atomic_write_json
 
-SCORES = "scores.parquet"
-RESULTS = "results.json"
+__all__ = ["evaluate", "parse_metrics", "build_metric", "EvaluationInputError", "MetricFailedError"]
 
-
-class EvaluationInputError(RuntimeError):
-    """Missing/corrupt images or an unfinished generation directory."""
-
-
-class MetricFailedError(RuntimeError):
-    """One or more metrics failed (details in results.json)."""
+log = logging.getLogger(__name__)
+CHUNK_SIZE = 256
+DECODED_CACHE_BYTES = 1 << 30  # decoded images kept for the next metric (small images: all of them)
+GENERIC_KEYS = ("name", "alias", "batch_size", "device", "dtype")
 
 
-def parse_metrics(metrics) -> list[tuple[str, dict]]:
-    """"a,b" | ["a", {"name": "b", opt: v}] -> [(name, options)]."""
+@dataclass
+class MetricPlan:
+    """One metric instance to score: its name on the leaderboard, class and settings."""
+
+    instance: str
+    registry_name: str
+    options: dict
+    batch_size: int
+    metric: Metric
+
+    @property
+    def identity(self) -> dict:
+        return {"metric": self.registry_name, **self.metric.describe(), "options": _plain(self.options)}
+
+    @property
+    def key(self) -> str:
+        return hashlib.sha256(json.dumps(self.identity, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _plain(obj):
+    """JSON-safe copy of option values (objects become their type name)."""
+    if isinstance(obj, dict):
+        return {str(k): _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    if obj is None or isinstance(obj, (str, int, float, bool)):
+        return obj
+    return f"<{type(obj).__name__}>"
+
+
+def parse_metrics(metrics) -> list[tuple[str, str, dict]]:
+    """``"a,b=c"`` | ``["a", {"name": "c", "alias": "b", opt: v}]`` -> [(instance, name, options)]."""
     if isinstance(metrics, str):
         metrics = [m for m in metrics.split(",") if m.strip()]
     out = []
     for m in metrics:
         if isinstance(m, dict):
             opts = dict(m)
-            out.append((opts.pop("name"), opts))
+            if "name" not in opts:
+                raise SpecError(f"metric entry {m!r} lacks 'name'")
+            name = str(opts.pop("name"))
+            instance = str(opts.pop("alias", None) or name)
         else:
-            out.append((str(m).strip(), {}))
+            instance, _, name = str(m).strip().rpartition("=")
+            name = name.strip()
+            instance = instance.strip() or name
+            opts = {}
+        out.append((instance, name, opts))
     if not out:
-        raise ValueError("no metrics given")
+        raise SpecError("no metrics given")
+    names = [i for i, _, _ in out]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise SpecError(f"metric instance name(s) {dupes} used twice; give one an alias (alias=name)")
     return out
 
 
 def build_metric(name: str, options: dict, device: str = "cpu") -> Metric:
+    import inspect
+
     cls = METRICS.get(name)
-    return cls(device=device, **options)
+    params = inspect.signature(cls.__init__).parameters
+    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        unknown = sorted(set(options) - set(params))
+        if unknown:
+            allowed = sorted((set(params) - {"self"}) | {"alias", "batch_size"})
+            raise SpecError(f"metric {name!r}: unknown option(s) {unknown}; allowed: {allowed}")
+    try:
+        return cls(device=device, **options)
+    except (TypeError, ValueError) as exc:  # a bad option value: one clear line
+        raise SpecError(f"metric {name!r}: {exc}") from None
 
 
-def load_manifest(images_dir: Path) -> tuple[dict, list[dict]]:
-    ident_path, man_path = images_dir / "generation.json", images_dir / "manifest.jsonl"
-    if not man_path.exists():
+def build_plans(metrics, batch_size: int, device: str, dtype: str) -> list[MetricPlan]:
+    plans = []
+    for instance, name, opts in parse_metrics(metrics):
+        opts = dict(opts)
+        bs = opts.pop("batch_size", None)
+        kwargs = {"device": opts.pop("device", device), "dtype": opts.pop("dtype", dtype), **opts}
+        metric = build_metric(name, {k: v for k, v in kwargs.items() if k != "device"}, kwargs["device"])
+        if instance == name and ":" in name:  # "package.module:Class": results under its declared name
+            instance = metric.name or name
+        bs = int(bs or metric.batch_size or batch_size)
+        if bs < 1:
+            raise SpecError(f"metric {instance!r}: batch_size must be >= 1, got {bs}")
+        plans.append(MetricPlan(instance, name, opts, bs, metric))
+    return plans
+
+
+# -- inputs ------------------------------------------------------------------------------------------
+def load_generation(src: RunDir) -> tuple[dict, list[dict]]:
+    if not src.root.is_dir():
+        raise RunNotFoundError(f"--images {src.root}: no such directory")
+    if not src.is_complete():
         raise EvaluationInputError(
-            f"{images_dir} has no manifest.jsonl: the generate phase did not finish there "
+            f"{src.root} has no manifest: the generate phase did not finish there "
             f"(run `cdm-bench generate` again with the same arguments to resume)")
-    ident = json.loads(ident_path.read_text()) if ident_path.exists() else {}
-    records = [json.loads(ln) for ln in man_path.read_text().splitlines() if ln.strip()]
+    records = src.read_manifest()
     if not records:
-        raise EvaluationInputError(f"{man_path} lists no images")
-    return ident, records
+        raise EvaluationInputError(f"{src.manifest_path} lists no images")
+    return src.read_identity(), records
 
 
-def check_images(images_dir: Path, records: list[dict]) -> None:
-    """Every PNG must exist, match its manifest hash and decode; name every bad file."""
+def find_bad_images(src: RunDir, records: list[dict]) -> list[str]:
+    """Every PNG must exist and match its manifest hash (the bytes generate wrote and
+    decoded); a record without a hash must decode. One line per bad file."""
+    from PIL import Image
+
     bad = []
     for r in records:
-        path = images_dir / r["file"]
+        path = src.image_path(r)
         if not path.exists():
             bad.append(f"{path}: missing")
             continue
         data = path.read_bytes()
-        if r.get("sha256") and hashlib.sha256(data).hexdigest() != r["sha256"]:
-            bad.append(f"{path}: content does not match the manifest's sha256 (corrupt or replaced)")
+        if r.get("sha256"):
+            if hashlib.sha256(data).hexdigest() != r["sha256"]:
+                bad.append(f"{path}: content does not match the manifest's sha256 (corrupt or replaced)")
             continue
         try:
             Image.open(io.BytesIO(data)).verify()
         except Exception as exc:  # PIL raises many types for broken files
             bad.append(f"{path}: not a readable PNG ({exc})")
-    if bad:
-        raise EvaluationInputError("bad images; nothing was scored or overwritten:\n  "
-                                   + "\n  ".join(bad[:20]) + (f"\n  ... {len(bad) - 20} more" if len(bad) > 20 else ""))
+    return bad
 
 
-def _load_batch(images_dir: Path, records: list[dict]) -> np.ndarray:
-    return np.stack([np.asarray(Image.open(images_dir / r["file"]).convert("RGB")) for r in records])
-
-
-def evaluate(images_dir, metrics, out_dir=None, batch_size: int = 32, device: str = "cpu",
-             allow_partial: bool = False, force: bool = False, progress: bool = True) -> dict:
-    """Score ``images_dir`` with ``metrics``; returns the results dict (also written)."""
-    images_dir = Path(images_dir)
-    out = Path(out_dir) if out_dir else images_dir
-    out.mkdir(parents=True, exist_ok=True)
-    ident, records = load_manifest(images_dir)
-    check_images(images_dir, records)
-    results = _load_results(out, ident)
-    scores = _base_frame(records, out)
-    todo = []
-    for requested, opts in parse_metrics(metrics):
-        metric = build_metric(requested, opts, device)
-        name = metric.name or requested  # results are keyed by the metric's declared name
-        cached = results["metrics"].get(name, {})
-        reusable = (not force and cached.get("status") == "ok" and cached.get("version") == metric.version
-                    and cached.get("options") == opts and cached.get("sha256") == _set_hash(records)
-                    and (not metric.per_image or name in scores.columns))
-        if not reusable:
-            todo.append((name, opts, metric))
-    failures = _score(images_dir, records, todo, scores, results, batch_size, progress)
-    for name, opts, metric in todo:
-        entry = results["metrics"][name]
-        entry.update(metric.describe(), options=opts, sha256=_set_hash(records), n=len(records))
-    _write(out, scores, results)
-    if failures and not allow_partial:
-        raise MetricFailedError("metric(s) failed: " + "; ".join(f"{n}: {e}" for n, e in failures)
-                                + f" (see {out / RESULTS}; pass --allow-partial to keep going)")
-    return results
-
-
-def _score(images_dir, records, todo, scores, results, batch_size, progress) -> list:
-    failed: dict[str, str] = {}
-    per_image = {name: [] for name, _, m in todo if m.per_image}
-    bar = tqdm(total=len(records), desc="evaluate", unit="img", disable=not progress or not todo)
-    for start in range(0, len(records), batch_size):
-        batch = records[start:start + batch_size]
-        images = _load_batch(images_dir, batch) if todo else None
-        prompts = [r["prompt"] for r in batch]
-        for name, _, metric in todo:
-            if name in failed:
-                continue
-            try:
-                s = metric.update(convert_images(images, metric.input_format), prompts, batch)
-                if metric.per_image:
-                    per_image[name].append(np.asarray(s, dtype=np.float64))
-            except Exception as exc:
-                failed[name] = f"{type(exc).__name__}: {exc}"
-                traceback.print_exc()
-        bar.update(len(batch))
-    bar.close()
-    for name, _, metric in todo:
-        entry = results["metrics"].setdefault(name, {})
-        entry.clear()
-        if name not in failed:
-            try:
-                entry.update(status="ok", values={k: float(v) for k, v in metric.compute().items()})
-                entry["value"] = entry["values"][name]
-            except Exception as exc:
-                failed[name] = f"{type(exc).__name__}: {exc}"
-        if name in failed:
-            entry.update(status="failed", error=failed[name], value=float("nan"))
-            if metric.per_image:
-                scores[name] = np.nan
-        elif metric.per_image:
-            scores[name] = np.concatenate(per_image[name])
-    return list(failed.items())
-
-
-def _set_hash(records: list[dict]) -> str:
+def image_set_hash(records: list[dict]) -> str:
     h = hashlib.sha256()
     for r in records:
         h.update(f"{r['prompt_id']}:{r['k']}:{r.get('sha256')}".encode())
     return h.hexdigest()
 
 
-def _base_frame(records: list[dict], out: Path) -> pd.DataFrame:
-    cols = ["prompt_id", "k", "prompt", "seed", "file", "sha256"]
-    frame = pd.DataFrame([{c: r.get(c) for c in cols} for r in records])
-    old_path = out / SCORES
-    if old_path.exists():  # keep per-image scores of other metrics (nothing lost)
-        old = pd.read_parquet(old_path)
-        keep = [c for c in old.columns if c not in cols]
-        if keep and len(old) == len(frame) and (old["sha256"].values == frame["sha256"].values).all():
-            frame = pd.concat([frame, old[keep]], axis=1)
-    return frame
+def generation_key(ident: dict) -> dict:
+    """What makes two generations the same run (results belong to exactly one)."""
+    return {"spec_hash": ident.get("spec_hash"), "name": (ident.get("generator") or {}).get("name"),
+            "seed": ident.get("seed"), "prompts_sha256": (ident.get("prompt_set") or {}).get("sha256")}
 
 
-def _load_results(out: Path, ident: dict) -> dict:
-    path = out / RESULTS
-    old = json.loads(path.read_text()) if path.exists() else {}
-    same = old.get("generation", {}).get("spec_hash") == ident.get("spec_hash")
-    return {"generation": ident, "metrics": old.get("metrics", {}) if same else {}}
+# -- the phase ---------------------------------------------------------------------------------------
+def evaluate(images_dir, metrics, out_dir=None, batch_size: int = 32, device: str = "cpu",
+             allow_partial: bool = False, force: bool = False, progress: bool = True,
+             chunk_size: int = CHUNK_SIZE, dtype: str = "float32") -> dict:
+    """Score ``images_dir`` with ``metrics``; returns the results dict (also written)."""
+    if int(batch_size) < 1 or int(chunk_size) < 1:
+        raise SpecError(f"--batch-size and --chunk-size must be >= 1 (got {batch_size} and {chunk_size})")
+    src = RunDir(images_dir)
+    ident, records = load_generation(src)
+    plans = build_plans(metrics, int(batch_size), device, dtype)
+    for plan in plans:  # packages and weights, before anything is written
+        plan.metric.check()
+    dst = RunDir(out_dir) if out_dir else src
+    with dist.process_group() as (rank, size):
+        bad = sum(dist.all_gather(find_bad_images(src, records[rank::size])), [])
+        if bad:
+            raise EvaluationInputError("bad images; nothing was scored or overwritten:\n  " + "\n  ".join(bad[:20])
+                                       + (f"\n  ... {len(bad) - 20} more" if len(bad) > 20 else ""))
+        check_destination(src, dst, ident)
+        ctx = _Context(src, dst, ident, records, rank, size, int(chunk_size), progress)
+        results, frame = ctx.load_previous()
+        todo = [p for p in plans if force or not ctx.reusable(p, results, frame)]
+        if rank == 0:
+            dst.root.mkdir(parents=True, exist_ok=True)
+            if force:
+                for plan in todo:
+                    dst.remove_chunks(plan.instance, ctx.chunk_key(plan))
+            ctx.write(results, frame)  # drops results of other image sets right away
+        dist.barrier()
+        for plan in todo:
+            results, frame = ctx.run_metric(plan, results, frame)
+        results = dist.broadcast(results)
+    failures = [(p.instance, results["metrics"][p.instance].get("error")) for p in todo
+                if results["metrics"][p.instance]["status"] != "ok"]
+    if failures and not allow_partial:
+        raise MetricFailedError("metric(s) failed: " + "; ".join(f"{n}: {e}" for n, e in failures)
+                                + f" (see {dst.results_path}; pass --allow-partial to keep going)")
+    return results
 
 
-def _write(out: Path, scores: pd.DataFrame, results: dict) -> None:
-    results["environment"] = environment()
-    results["n_images"] = len(scores)
-    tmp = out / (SCORES + ".tmp")
-    scores.to_parquet(tmp, index=False)
-    os.replace(tmp, out / SCORES)
-    tmp = out / (RESULTS + ".tmp")
-    tmp.write_text(json.dumps(results, indent=2, default=_json_default))
-    os.replace(tmp, out / RESULTS)
+def check_destination(src: RunDir, dst: RunDir, ident: dict) -> None:
+    """``--out`` may not hold another run's generation or results."""
+    if dst.root.resolve() == src.root.resolve():
+        return
+    other = dst.read_identity() if dst.has_identity() else dst.read_results().get("generation")
+    if other and generation_key(other) != generation_key(ident):
+        name = (other.get("generator") or {}).get("name")
+        raise RunConflictError(f"--out {dst.root} holds another run's results (generator {name!r}, seed "
+                               f"{other.get('seed')}); choose an empty folder or that run's own")
 
 
-def _json_default(o):
-    if isinstance(o, (np.floating, np.integer)):
-        return o.item()
-    return str(o)
+class _Context:
+    """State shared by the metrics of one evaluate call."""
+
+    def __init__(self, src, dst, ident, records, rank, size, chunk_size, progress):
+        self.src, self.dst, self.ident, self.records = src, dst, ident, records
+        self.rank, self.size, self.chunk_size, self.progress = rank, size, chunk_size, progress
+        self.set_hash = image_set_hash(records)
+        self.n_chunks = (len(records) + chunk_size - 1) // chunk_size
+        self._decoded: dict[int, np.ndarray] = {}
+        self._decoded_bytes = 0
+
+    def load_images(self, start: int, stop: int) -> np.ndarray:
+        """uint8 (B, H, W, 3) of records[start:stop]; decoded once and kept, within a byte
+        budget, for the metrics that follow (each metric still sees its own batches)."""
+        if all(i in self._decoded for i in range(start, stop)):
+            return np.stack([self._decoded[i] for i in range(start, stop)])
+        images = self.src.load_images(self.records[start:stop])
+        if self._decoded_bytes + images.nbytes <= DECODED_CACHE_BYTES:
+            for i, im in zip(range(start, stop), images):
+                self._decoded[i] = im
+            self._decoded_bytes += images.nbytes
+        return images
+
+    # -- previous results ---------------------------------------------------------------------------
+    def load_previous(self) -> tuple[dict, pd.DataFrame]:
+        old = self.dst.read_results()
+        same_run = generation_key(old.get("generation") or {}) == generation_key(self.ident)
+        metrics = {name: e for name, e in (old.get("metrics") or {}).items()
+                   if same_run and e.get("images_sha256") == self.set_hash}
+        frame = pd.DataFrame([{c: r.get(c) for c in SCORE_BASE_COLUMNS} for r in self.records])
+        old_scores = self.dst.read_scores()
+        if old_scores is not None and len(old_scores) == len(frame) and \
+                (old_scores["sha256"].to_numpy() == frame["sha256"].to_numpy()).all():
+            for name, e in metrics.items():
+                if e.get("per_image") and name in old_scores.columns:
+                    frame[name] = old_scores[name].to_numpy()
+        metrics = {n: e for n, e in metrics.items() if not e.get("per_image") or n in frame.columns}
+        return {"generation": self.ident, "metrics": metrics}, frame
+
+    def reusable(self, plan: MetricPlan, results: dict, frame: pd.DataFrame) -> bool:
+        e = results["metrics"].get(plan.instance, {})
+        return (e.get("status") == "ok" and e.get("identity") == plan.key
+                and (not plan.metric.per_image or plan.instance in frame.columns))
+
+    def chunk_key(self, plan: MetricPlan) -> str:
+        return f"{plan.key[:12]}-{self.set_hash[:8]}-c{self.chunk_size}"
+
+    def chunk_records(self, i: int) -> list[dict]:
+        return self.records[i * self.chunk_size:(i + 1) * self.chunk_size]
+
+    def write(self, results: dict, frame: pd.DataFrame) -> None:
+        results["environment"] = environment()
+        results["n_images"] = len(frame)
+        cols = SCORE_BASE_COLUMNS + [c for c in frame.columns if c not in SCORE_BASE_COLUMNS]
+        self.dst.write_scores(frame[cols])
+        self.dst.write_results(results)
+
+    # -- one metric: setup -> my chunks -> merge (rank 0) -> teardown ---------------------------------------
+    def run_metric(self, plan: MetricPlan, results: dict, frame: pd.DataFrame):
+        cdir = self.dst.chunk_dir(plan.instance, self.chunk_key(plan))
+        ext = "parquet" if plan.metric.per_image else "safetensors"
+        chunk_path = [cdir / f"chunk-{i:05d}.{ext}" for i in range(self.n_chunks)]
+        mine = [i for i in range(self.rank, self.n_chunks, self.size) if not chunk_path[i].exists()]
+        needs_model = bool(mine) or (self.rank == 0 and not plan.metric.per_image)
+        metric, error = plan.metric, None
+        try:
+            if needs_model:
+                cdir.mkdir(parents=True, exist_ok=True)
+                metric.setup()
+                self._save_provenance(metric, cdir)
+            self._score_chunks(plan, mine, chunk_path)
+        except Exception as exc:
+            error = f"{type(exc).__name__}: {exc}"
+            log.error("metric %s failed on rank %d:\n%s", plan.instance, self.rank, traceback.format_exc())
+            atomic_write_json(cdir / f"error-r{self.rank}.json", {"error": error})
+        try:
+            dist.barrier()
+            if self.rank == 0:
+                entry = self._merge(plan, cdir, chunk_path, frame)
+                results["metrics"][plan.instance] = entry
+                self.write(results, frame)
+                if entry["status"] == "ok":
+                    self.dst.remove_chunks(plan.instance, self.chunk_key(plan))
+            dist.barrier()
+        finally:
+            if needs_model:
+                metric.teardown()
+        return results, frame
+
+    def _save_provenance(self, metric: Metric, cdir: Path) -> None:
+        sha = getattr(metric, "weights_sha256", lambda: None)()
+        if sha:
+            atomic_write_json(cdir / f"provenance-r{self.rank}.json", {"weights_sha256": sha})
+
+    def _score_chunks(self, plan: MetricPlan, mine: list[int], chunk_path: list[Path]) -> None:
+        metric = plan.metric
+        total = sum(len(self.chunk_records(i)) for i in mine)
+        bar = progress_bar(total, f"evaluate {plan.instance}", "img", disable=not self.progress or self.rank != 0
+                           or not total)
+        try:
+            for i in mine:
+                metric.reset()
+                recs, scores = self.chunk_records(i), []
+                for start in range(0, len(recs), plan.batch_size):
+                    batch = recs[start:start + plan.batch_size]
+                    first = i * self.chunk_size + start
+                    images = convert_images(self.load_images(first, first + len(batch)), metric.input_format)
+                    s = metric.update(images, [r["prompt"] for r in batch], batch)
+                    if metric.per_image:
+                        scores.append(np.asarray(s, dtype=np.float64))
+                    bar.update(len(batch))
+                self._write_chunk(plan, recs, scores, chunk_path[i])
+        finally:
+            bar.close()
+
+    def _write_chunk(self, plan: MetricPlan, recs: list[dict], scores: list, path: Path) -> None:
+        if plan.metric.per_image:
+            chunk = pd.DataFrame({"prompt_id": [r["prompt_id"] for r in recs], "k": [r["k"] for r in recs],
+                                  "sha256": [r.get("sha256") for r in recs], "score": np.concatenate(scores)})
+            buf = io.BytesIO()
+            chunk.to_parquet(buf, index=False)
+            atomic_write_bytes(path, buf.getvalue())
+        else:
+            from safetensors.torch import save
+
+            state = {k: v.contiguous() for k, v in plan.metric.state().items()}
+            atomic_write_bytes(path, save(state))
+
+    def _merge(self, plan: MetricPlan, cdir: Path, chunk_path: list[Path], frame: pd.DataFrame) -> dict:
+        entry = {"metric": plan.registry_name, **plan.metric.describe(), "options": _plain(plan.options),
+                 "identity": plan.key, "images_sha256": self.set_hash, "n": len(self.records),
+                 "batch_size": plan.batch_size, "chunk_size": self.chunk_size}
+        for f in sorted(cdir.glob("provenance-r*.json")):
+            entry.update(json.loads(f.read_text()))
+        errors = [json.loads(f.read_text())["error"] for f in sorted(cdir.glob("error-r*.json"))]
+        missing = [p.name for p in chunk_path if not p.exists()]
+        if not errors and missing:
+            errors = [f"chunks {missing[:3]} were not written"]
+        try:
+            values = None if errors else self._values(plan, chunk_path, frame)
+        except Exception as exc:
+            errors = [f"{type(exc).__name__}: {exc}"]
+            log.error("metric %s failed in compute:\n%s", plan.instance, traceback.format_exc())
+        if errors:
+            for f in cdir.glob("error-r*.json"):
+                f.unlink()  # a re-run tries again (finished chunks are kept)
+            if plan.metric.per_image:
+                frame[plan.instance] = np.nan
+            return {**entry, "status": "failed", "error": errors[0], "value": float("nan")}
+        main = values.pop(plan.metric.name)
+        return {**entry, "status": "ok", "value": float(main), "values": {k: float(v) for k, v in values.items()}}
+
+    def _values(self, plan: MetricPlan, chunk_path: list[Path], frame: pd.DataFrame) -> dict:
+        metric = plan.metric
+        if metric.per_image:
+            merged = pd.concat([pd.read_parquet(p) for p in chunk_path], ignore_index=True)
+            if not ((merged["prompt_id"].to_numpy() == frame["prompt_id"].to_numpy()).all()
+                    and (merged["k"].to_numpy() == frame["k"].to_numpy()).all()):
+                raise RuntimeError("merged per-image scores do not line up with the manifest")
+            frame[plan.instance] = merged["score"].to_numpy()
+            return dict(metric.aggregate(merged["score"].to_numpy(), self.records))
+        from safetensors.torch import load
+
+        metric.load_states([load(p.read_bytes()) for p in chunk_path])
+        return dict(metric.compute())

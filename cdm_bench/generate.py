@@ -1,12 +1,9 @@
 """The generate phase: one PNG per (prompt id, k) plus a manifest, sharded and resumable.
 
-Layout of an output directory::
-
-    generation.json        identity (generator spec + hash, prompt set + sha, base seed),
-                           environment, timing; written first
-    images/<prompt_id>_<k>.png
-    parts/part-<rank>-of-<world>.jsonl   records appended as images land (during a run)
-    manifest.jsonl         every record, in prompt order; written last, by rank 0
+The directory layout is :mod:`cdm_bench.rundir`'s: the identity first, PNGs and per-rank part
+records as images land, the manifest (every record, in prompt order) last, by rank 0. A record
+keeps every extra field of its prompt row (category, target text, ...), which evaluate passes
+to metrics in ``meta``.
 
 Seeds are ``sample_seed(base_seed, prompt_id, k)``: images do not depend on batch size, world
 size or order. Each rank takes ``jobs[rank::world]`` of the full job list (no padding, no
@@ -17,28 +14,25 @@ directory written by a different generator spec, prompt set or seed is refused u
 
 from __future__ import annotations
 
-import io
+import hashlib
 import json
-import os
-import shutil
+import re
 import time
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
-from tqdm.auto import tqdm
 
 from cdm_bench import dist
+from cdm_bench.errors import RunConflictError, SpecError
 from cdm_bench.generator import build_generator, spec_hash
+from cdm_bench.progress import progress_bar
 from cdm_bench.prompts import PromptSet, load_prompt_set
 from cdm_bench.provenance import environment, sample_seed
+from cdm_bench.rundir import RECORD_FIELDS, RunDir
 
-MANIFEST = "manifest.jsonl"
-IDENTITY = "generation.json"
+__all__ = ["generate", "read_records", "RunConflictError"]
 
-
-class RunConflictError(RuntimeError):
-    """The output directory belongs to a different run."""
+SAFE_ID = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
 
 
 def generate(generator, prompts, out_dir, samples_per_prompt: int = 1, batch_size: int = 8,
@@ -49,10 +43,12 @@ def generate(generator, prompts, out_dir, samples_per_prompt: int = 1, batch_siz
     ``generator`` is a registry name, a YAML path or a spec dict; ``prompts`` a prompt-set name,
     file or :class:`PromptSet`. Works unchanged under ``torchrun``/``accelerate launch``.
     """
-    if samples_per_prompt < 1 or batch_size < 1:
-        raise ValueError("samples_per_prompt and batch_size must be >= 1")
-    out = Path(out_dir)
+    if int(samples_per_prompt) < 1 or int(batch_size) < 1:
+        raise SpecError(f"--samples-per-prompt and --batch-size must be >= 1 "
+                        f"(got {samples_per_prompt} and {batch_size})")
+    out = RunDir(out_dir)
     ps = prompts if isinstance(prompts, PromptSet) else load_prompt_set(prompts, limit=limit)
+    check_prompt_rows(ps)
     gen, spec = build_generator(generator)
     identity = {"generator": spec, "spec_hash": spec_hash(spec), "prompt_set": ps.describe(),
                 "seed": seed}
@@ -66,17 +62,30 @@ def generate(generator, prompts, out_dir, samples_per_prompt: int = 1, batch_siz
         todo = [(p, k) for p, k in jobs if (p["id"], k) not in done]
         stats = _run_jobs(gen, identity, todo, out, rank, size, batch_size, seed, progress)
         dist.barrier()
-        all_stats = _gather(stats)
+        all_stats = dist.all_gather(stats)
         if rank == 0:
             _finalise(out, ps, samples_per_prompt, all_stats)
         dist.barrier()
-    return out
+    return out.root
 
 
-def _prepare_dir(out: Path, identity: dict, overwrite: bool) -> str | None:
-    path = out / IDENTITY
-    if path.exists():
-        old = json.loads(path.read_text())
+def check_prompt_rows(ps: PromptSet) -> None:
+    """Prompt ids become file names: a safe charset only (no separators, no '..'); extra
+    fields may not shadow the manifest's own fields."""
+    for p in ps.prompts:
+        pid = p["id"]
+        if not SAFE_ID.match(pid) or ".." in pid:
+            raise SpecError(f"prompt set {ps.name!r}: prompt id {pid!r} is not safe as a file name "
+                            f"(use letters, digits, '_', '-', '.'; no '/', no '..', not starting with '.')")
+        clash = sorted(set(p) - {"id", "prompt"} & set(RECORD_FIELDS))
+        if clash:
+            raise SpecError(f"prompt set {ps.name!r}: row {pid!r} has field(s) {clash} reserved for the "
+                            f"manifest; rename them")
+
+
+def _prepare_dir(out: RunDir, identity: dict, overwrite: bool) -> str | None:
+    if out.has_identity():
+        old = out.read_identity()
         same = (old.get("spec_hash") == identity["spec_hash"]
                 and old.get("prompt_set", {}).get("sha256") == identity["prompt_set"]["sha256"]
                 and old.get("seed") == identity["seed"])
@@ -86,27 +95,19 @@ def _prepare_dir(out: Path, identity: dict, overwrite: bool) -> str | None:
             return (f"{out} holds images from a different run (generator {old['generator'].get('name')!r}, "
                     f"spec {old.get('spec_hash')}, prompts {old['prompt_set'].get('name')}, seed "
                     f"{old.get('seed')}); use another --out or pass --overwrite to replace them")
-        for name in ("images", "parts"):
-            shutil.rmtree(out / name, ignore_errors=True)
-        (out / MANIFEST).unlink(missing_ok=True)
-    (out / "images").mkdir(parents=True, exist_ok=True)
-    (out / "parts").mkdir(exist_ok=True)
-    _write_json(path, {**identity, "environment": environment()})
+        out.clear_generation()
+    out.prepare_images()
+    out.write_identity({**identity, "environment": environment()})
     return None
 
 
-def read_records(out: Path) -> list[dict]:
+def read_records(out) -> list[dict]:
     """Records of the manifest and of any unmerged parts (later ones win)."""
-    records = []
-    parts = sorted((out / "parts").glob("*.jsonl")) if (out / "parts").is_dir() else []
-    for f in [out / MANIFEST, *parts]:
-        if f.exists():
-            records += [json.loads(ln) for ln in f.read_text().splitlines() if ln.strip()]
-    return records
+    return RunDir(out).read_records()
 
 
-def _done_keys(out: Path) -> set[tuple[str, int]]:
-    return {(r["prompt_id"], r["k"]) for r in read_records(out) if (out / r["file"]).exists()}
+def _done_keys(out: RunDir) -> set[tuple[str, int]]:
+    return {(r["prompt_id"], r["k"]) for r in out.read_records() if out.image_path(r).exists()}
 
 
 def _run_jobs(gen, identity, todo, out, rank, size, batch_size, seed, progress) -> dict:
@@ -115,11 +116,10 @@ def _run_jobs(gen, identity, todo, out, rank, size, batch_size, seed, progress) 
     rank's part file in job order once their PNG exists; a writer error stops the run."""
     from concurrent.futures import ThreadPoolExecutor
 
-    (out / "parts").mkdir(exist_ok=True)
-    part = out / "parts" / f"part-{rank}-of-{size}.jsonl"
+    out.parts_dir.mkdir(exist_ok=True)
+    part = out.part_path(rank, size)
     timing = {"model_s": 0.0, "write_s": 0.0, "wait_s": 0.0}
-    bar = tqdm(total=len(todo), desc=f"generate[{rank}/{size}]", disable=not progress or rank != 0,
-               unit="img")
+    bar = progress_bar(len(todo), f"generate[{rank}/{size}]", "img", disable=not progress or rank != 0)
 
     failed: list = []
 
@@ -165,49 +165,25 @@ def _drain(pending: list, keep: int, timing: dict) -> list:
     return pending
 
 
-def _write_png(out: Path, prompt: dict, k: int, seed: int, img: np.ndarray, shash: str) -> dict:
-    import hashlib
-
-    name = f"images/{prompt['id']}_{k}.png"
-    buf = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(img, dtype=np.uint8)).save(buf, format="PNG")
-    data = buf.getvalue()
-    tmp = out / (name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, out / name)  # atomic: a PNG exists whole or not at all
+def _write_png(out: RunDir, prompt: dict, k: int, seed: int, img: np.ndarray, shash: str) -> dict:
+    name = out.image_name(prompt["id"], k)
+    data = out.write_png(name, img)  # atomic: a PNG exists whole or not at all
+    extra = {key: v for key, v in prompt.items() if key not in ("id", "prompt")}
     return {"prompt_id": prompt["id"], "k": k, "prompt": prompt["prompt"], "seed": seed,
-            "file": name, "sha256": hashlib.sha256(data).hexdigest(), "spec_hash": shash}
+            "file": name, "sha256": hashlib.sha256(data).hexdigest(), "spec_hash": shash, **extra}
 
 
-def _gather(stats: dict) -> list[dict]:
-    import torch.distributed as tdist
-
-    if not (tdist.is_available() and tdist.is_initialized()):
-        return [stats]
-    out = [None] * tdist.get_world_size()
-    tdist.all_gather_object(out, stats)
-    return out
-
-
-def _finalise(out: Path, ps: PromptSet, samples_per_prompt: int, stats: list[dict]) -> None:
+def _finalise(out: RunDir, ps: PromptSet, samples_per_prompt: int, stats: list[dict]) -> None:
     order = {p["id"]: i for i, p in enumerate(ps.prompts)}
     latest = {}
-    for r in read_records(out):
+    for r in out.read_records():
         latest[(r["prompt_id"], r["k"])] = r
     records = sorted((r for r in latest.values() if r["prompt_id"] in order),
                      key=lambda r: (order[r["prompt_id"]], r["k"]))
-    tmp = out / (MANIFEST + ".tmp")
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in records))
-    os.replace(tmp, out / MANIFEST)  # written last: its presence means the run is complete
-    shutil.rmtree(out / "parts", ignore_errors=True)
-    ident = json.loads((out / IDENTITY).read_text())
+    out.write_manifest(records)  # written last: its presence means the run is complete
+    out.remove_parts()
+    ident = out.read_identity()
     ident["samples_per_prompt"] = max(samples_per_prompt, ident.get("samples_per_prompt", 0))
     ident["n_images"] = len(records)
     ident.setdefault("timing", []).append({"ranks": stats, "time": time.time()})
-    _write_json(out / IDENTITY, ident)
-
-
-def _write_json(path: Path, obj: dict) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=str))
-    os.replace(tmp, path)
+    out.write_identity(ident)

@@ -25,11 +25,12 @@ from typing import Any
 import numpy as np
 import yaml
 
+from cdm_bench.errors import SpecError
+from cdm_bench.registry import GENERATORS
+
+__all__ = ["Generator", "SpecError", "build_generator", "load_spec", "spec_hash", "to_uint8"]
+
 META_KEYS = ("generator", "name", "recipe")
-
-
-class SpecError(ValueError):
-    """A malformed generator / benchmark / recipe spec."""
 
 
 class Generator(ABC):
@@ -98,8 +99,6 @@ def validate_spec(cls: type, spec: dict) -> dict:
 
 def build_generator(name_or_spec: str | dict) -> tuple[Generator, dict]:
     """Build a generator from a name / YAML path / dict. Returns (generator, full spec)."""
-    from cdm_bench.registry import GENERATORS
-
     spec = load_spec(name_or_spec)
     cls = GENERATORS.get(spec["generator"])
     gen = cls(**validate_spec(cls, spec))

@@ -1,39 +1,30 @@
 """Leaderboards: pandas tables built from evaluated run directories.
 
 ``leaderboard.csv`` (the contract): ``generator, recipe, nfe, cfg``, then one column per
-metric holding its mean, then ``prompts`` and ``n``. ``leaderboard_long.csv`` has one row per
-(generator, prompt set, metric) with version, direction, mean, bootstrap 95% CI (per-image
-metrics) and n. ``leaderboard.html`` / ``leaderboard.md`` show the wide table with ↑/↓ and
-metric versions.
+metric instance holding its mean, then ``prompts`` and ``n``. ``leaderboard_long.csv`` has
+one row per (generator, prompt set, metric) with version, direction, mean, bootstrap 95% CI
+(per-image metrics) and n, plus one row per sub-value a metric's ``compute()`` returned
+(column ``sub``; e.g. per-category scores). ``leaderboard.html`` / ``leaderboard.md`` show the
+wide table with ↑/↓ and metric versions. Run directories are read through
+:mod:`cdm_bench.rundir`; no model and no scorer package is needed.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from cdm_bench.evaluate import RESULTS, SCORES
+from cdm_bench.rundir import RunDir, find_evaluated, leaderboard_paths
 
 KEY_COLUMNS = ["generator", "recipe", "nfe", "cfg"]
 RECIPE_ORDER = {"reference": 0, "teacher": 1}
 
 
-def find_runs(paths) -> list[Path]:
+def find_runs(paths) -> list[RunDir]:
     """Each path is an evaluated directory or a folder containing some (searched recursively)."""
-    runs: list[Path] = []
-    for p in map(Path, paths):
-        if (p / RESULTS).exists():
-            runs.append(p)
-        elif p.is_dir():
-            runs += sorted(r.parent for r in p.rglob(RESULTS))
-        else:
-            raise FileNotFoundError(f"{p}: not a directory")
-    if not runs:
-        raise FileNotFoundError(f"no {RESULTS} under {', '.join(map(str, paths))}: run `cdm-bench evaluate` first")
-    return list(dict.fromkeys(runs))
+    return find_evaluated(paths)
 
 
 def bootstrap_ci(values: np.ndarray, n_boot: int = 1000, seed: int = 0) -> tuple[float, float]:
@@ -46,31 +37,36 @@ def bootstrap_ci(values: np.ndarray, n_boot: int = 1000, seed: int = 0) -> tuple
     return float(lo), float(hi)
 
 
-def long_table(runs: list[Path]) -> pd.DataFrame:
+def long_table(runs: list) -> pd.DataFrame:
     rows = []
     for run in runs:
-        res = json.loads((run / RESULTS).read_text())
+        run = run if isinstance(run, RunDir) else RunDir(run)
+        res = run.read_results()
         gen = res.get("generation", {})
         spec = gen.get("generator", {})
         ps = gen.get("prompt_set", {})
-        scores = pd.read_parquet(run / SCORES) if (run / SCORES).exists() else None
+        scores = run.read_scores()
         for name, m in sorted(res.get("metrics", {}).items()):
             lo = hi = float("nan")
             if m.get("per_image") and scores is not None and name in scores:
                 lo, hi = bootstrap_ci(scores[name].to_numpy(dtype=float))
-            rows.append({
-                "generator": spec.get("name", run.name), "recipe": spec.get("recipe", "unknown"),
-                "nfe": spec.get("nfe_total"), "cfg": spec.get("cfg"),
-                "prompts": f"{ps.get('name')}@{ps.get('version')}", "metric": name,
-                "version": m.get("version"), "higher_is_better": m.get("higher_is_better"),
-                "mean": m.get("value", float("nan")), "ci_low": lo, "ci_high": hi,
-                "n": m.get("n", res.get("n_images")), "status": m.get("status"), "run": str(run)})
+            base = {"generator": spec.get("name", run.root.name), "recipe": spec.get("recipe", "unknown"),
+                    "nfe": spec.get("nfe_total"), "cfg": spec.get("cfg"),
+                    "prompts": f"{ps.get('name')}@{ps.get('version')}", "metric": name,
+                    "version": m.get("version"), "higher_is_better": m.get("higher_is_better")}
+            rows.append({**base, "sub": "", "mean": m.get("value", float("nan")), "ci_low": lo, "ci_high": hi,
+                         "n": m.get("n", res.get("n_images")), "status": m.get("status"), "run": str(run.root)})
+            for sub, v in sorted((m.get("values") or {}).items()):
+                rows.append({**base, "sub": sub, "mean": v, "ci_low": float("nan"), "ci_high": float("nan"),
+                             "n": m.get("n", res.get("n_images")), "status": m.get("status"),
+                             "run": str(run.root)})
     return pd.DataFrame(rows)
 
 
 def wide_table(long: pd.DataFrame) -> pd.DataFrame:
     if long.empty:
         return pd.DataFrame(columns=KEY_COLUMNS)
+    long = long[long["sub"].fillna("") == ""] if "sub" in long else long
     idx = KEY_COLUMNS + ["prompts"]
     keyed = long.assign(nfe=long["nfe"].fillna(-1), cfg=long["cfg"].fillna(-1))
     wide = keyed.groupby(idx + ["metric"], dropna=False)["mean"].first().unstack("metric")
@@ -86,6 +82,7 @@ def wide_table(long: pd.DataFrame) -> pd.DataFrame:
 
 def _decorated(wide: pd.DataFrame, long: pd.DataFrame) -> pd.DataFrame:
     """Metric headers with version and ↑/↓; means with their CI where known."""
+    long = long[long["sub"].fillna("") == ""] if "sub" in long else long
     meta = long.drop_duplicates("metric").set_index("metric")
     ci = long.set_index(["generator", "prompts", "metric"])
     shown = wide.copy()
@@ -113,8 +110,7 @@ def write_leaderboard(run_dirs, out_dir) -> dict[str, Path]:
     out.mkdir(parents=True, exist_ok=True)
     long = long_table(find_runs(run_dirs))
     wide = wide_table(long)
-    paths = {"csv": out / "leaderboard.csv", "long_csv": out / "leaderboard_long.csv",
-             "html": out / "leaderboard.html", "md": out / "leaderboard.md"}
+    paths = leaderboard_paths(out)
     wide.to_csv(paths["csv"], index=False)
     long.to_csv(paths["long_csv"], index=False)
     shown = _decorated(wide, long)

@@ -1,36 +1,51 @@
 """The metric interface, shared by per-image scorers and set-level metrics (FID-like).
 
-A metric is a stateful object, in the manner of ``torchmetrics.Metric``:
+Evaluate runs one metric at a time through its lifecycle::
 
-* ``update(images, prompts, meta)`` once per batch. Per-image metrics return the batch's
-  per-image scores (kept, so leaderboards can be rebuilt and bootstrapped); set-level metrics
-  accumulate state and return ``None``.
-* ``compute()`` once at the end -> ``{"<name>": value, ...}``.
+    check()                      packages and weights present? (before anything is written)
+    setup()                      load the model onto ``device`` in ``dtype``
+    update(images, prompts, meta)  once per batch
+    state() / load_states([...])   set-level metrics: flushed per chunk, merged across
+                                   chunks and ranks (resume, sharding)
+    compute()                    the set-level value(s): {"<name>": value, "<sub>": value, ...}
+    teardown()                   free the model and device memory
 
 Class attributes declare what the metric is::
 
     name = "toy_align"          # registry name
     version = "1"               # bump when the number would change
     higher_is_better = True
-    input_format = "uint8_nhwc" # see cdm_bench.metric.convert_images
+    input_format = "uint8_nhwc" # see convert_images
     per_image = True
+    requires = ("open_clip",)   # importable modules it needs
+    extra = "eval"              # the pip extra that provides them (cdm-bench[eval])
+    env_hint = "make eval-env"  # how to build the environment that has them
+
+``describe()`` is the metric's identity: everything that changes its numbers (version, options,
+weights id/revision/hash). Evaluate keys its score cache on it.
 
 Images arrive as uint8 (B, H, W, 3); ``convert_images`` turns them into the declared format
-once, so metrics never redo NCHW/NHWC or [0, 1] conversions themselves.
+once, so metrics never redo NCHW/NHWC or [0, 1] conversions themselves. ``meta`` holds each
+image's manifest record: prompt id, k, seed, and every extra field of the prompt row.
 """
 
 from __future__ import annotations
 
+import gc
+import importlib.util
 from abc import ABC, abstractmethod
+from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
+from cdm_bench.errors import MissingDependencyError
+
 INPUT_FORMATS = ("uint8_nhwc", "float_nchw", "pil")
+DTYPES = ("float32", "bfloat16", "float16")
 
-
-class MissingDependencyError(ImportError):
-    """A metric's optional libraries or weights are missing; the message says how to install."""
+__all__ = ["Metric", "PerImageMetric", "Weights", "MissingDependencyError", "convert_images", "INPUT_FORMATS"]
 
 
 def convert_images(images: np.ndarray, fmt: str) -> Any:
@@ -48,17 +63,93 @@ def convert_images(images: np.ndarray, fmt: str) -> Any:
     raise ValueError(f"unknown input format {fmt!r}; expected one of {INPUT_FORMATS}")
 
 
+@dataclass
+class Weights:
+    """A weights file (or folder) a metric needs: a hub id + file, or a local path.
+
+    ``locate()`` never downloads: it returns the local path, or the file in the Hugging Face
+    cache (``HF_HOME`` / ``HF_HUB_CACHE`` honoured), or None.
+    """
+
+    what: str                      # human name, e.g. "ImageReward-v1.0 checkpoint"
+    repo_id: str | None = None
+    filename: str | None = None
+    revision: str | None = None
+    path: str | None = None        # a local file or folder; wins over the hub id
+
+    def locate(self) -> Path | None:
+        if self.path:
+            p = Path(self.path).expanduser()
+            return p if p.exists() else None
+        if not (self.repo_id and self.filename):
+            return None
+        try:
+            from huggingface_hub import try_to_load_from_cache
+        except ImportError:
+            return None
+        found = try_to_load_from_cache(self.repo_id, self.filename, revision=self.revision)
+        return Path(found) if isinstance(found, str) else None
+
+    def hint(self) -> str:
+        where = f"{self.path} (not found)" if self.path else None
+        hub = (f"`huggingface-cli download {self.repo_id} {self.filename}"
+               f"{' --revision ' + self.revision if self.revision else ''}` into the HF cache"
+               if self.repo_id and self.filename else None)
+        return f"{self.what}: " + "; or ".join(x for x in (where, hub, "pass its local path") if x)
+
+    def describe(self) -> dict:
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+
 class Metric(ABC):
     name: str = ""
     version: str = "1"
     higher_is_better: bool = True
     input_format: str = "uint8_nhwc"
     per_image: bool = True
+    requires: tuple[str, ...] = ()
+    extra: str | None = None
+    env_hint: str | None = None
+    #: preferred batch size (None: evaluate's --batch-size)
+    batch_size: int | None = None
 
-    def __init__(self, device: str = "cpu", **options: Any):
+    def __init__(self, device: str = "cpu", dtype: str = "float32", **options: Any):
         if options:
             raise TypeError(f"metric {self.name!r} got unknown option(s): {sorted(options)}")
-        self.device = device
+        if dtype not in DTYPES:
+            raise ValueError(f"metric {self.name!r}: dtype must be one of {DTYPES}, got {dtype!r}")
+        self.device, self.dtype = device, dtype
+
+    # -- lifecycle ----------------------------------------------------------------------------------
+    def weights(self) -> list[Weights]:
+        """The weights this metric will load (checked before scoring; part of its identity)."""
+        return []
+
+    def check(self) -> None:
+        """Raise MissingDependencyError naming the extra/env and the weights when any is missing."""
+        missing_pkgs = [m for m in self.requires if importlib.util.find_spec(m) is None]
+        missing_w = [w for w in self.weights() if w.locate() is None]
+        if not (missing_pkgs or missing_w):
+            return
+        parts = []
+        if missing_pkgs:
+            how = f"pip install 'cdm-bench[{self.extra}]'" if self.extra else "pip install " + " ".join(missing_pkgs)
+            env = f" or use the eval env ({self.env_hint})" if self.env_hint else ""
+            parts.append(f"needs package(s) {', '.join(missing_pkgs)}: {how}{env}")
+        if missing_w:
+            parts.append("needs weights " + "; ".join(w.hint() for w in missing_w))
+        raise MissingDependencyError(f"metric {self.name!r} " + " and ".join(parts))
+
+    def setup(self) -> None:
+        """Load models (called once, before the first update)."""
+
+    def teardown(self) -> None:
+        """Free models and device memory (called once, after compute)."""
+        gc.collect()
+        if str(self.device).startswith("cuda"):
+            import torch
+
+            torch.cuda.empty_cache()
 
     @abstractmethod
     def update(self, images: Any, prompts: Sequence[str], meta: Sequence[dict]) -> np.ndarray | None:
@@ -66,41 +157,78 @@ class Metric(ABC):
 
     @abstractmethod
     def compute(self) -> dict[str, float]:
-        """The set-level value(s); the first key should be ``self.name``."""
+        """The set-level value(s); the first key is ``self.name``, the others are sub-values."""
 
     def reset(self) -> None:  # pragma: no cover - overridden where state exists
         pass
 
+    # -- set-level state (resume and sharding) ---------------------------------------------------------
+    def state(self) -> dict:
+        """The state accumulated since the last reset, as named tensors (set-level metrics)."""
+        raise NotImplementedError(f"set-level metric {self.name!r} must implement state()")
+
+    def load_states(self, states: Sequence[dict]) -> None:
+        """Reset, then merge ``states`` in order (chunks of one or several ranks)."""
+        raise NotImplementedError(f"set-level metric {self.name!r} must implement load_states()")
+
     def describe(self) -> dict:
-        return {"name": self.name, "version": self.version,
-                "higher_is_better": self.higher_is_better, "input_format": self.input_format,
-                "per_image": self.per_image}
+        """Everything that changes this metric's numbers (its cache identity)."""
+        out = {"name": self.name, "version": self.version, "higher_is_better": self.higher_is_better,
+               "input_format": self.input_format, "per_image": self.per_image, "dtype": self.dtype}
+        weights = [w.describe() for w in self.weights()]
+        if weights:
+            out["weights"] = weights
+        return out
 
 
 class PerImageMetric(Metric):
-    """Subclasses implement ``score``; the mean is the set value."""
+    """Subclasses implement ``score``; ``aggregate`` (default: the mean) gives the set value."""
 
     per_image = True
 
-    def __init__(self, device: str = "cpu", **options: Any):
-        super().__init__(device, **options)
+    def __init__(self, device: str = "cpu", dtype: str = "float32", **options: Any):
+        super().__init__(device, dtype, **options)
         self._scores: list[np.ndarray] = []
+        self._meta: list[dict] = []
 
     @abstractmethod
     def score(self, images: Any, prompts: Sequence[str], meta: Sequence[dict]) -> np.ndarray:
         """Per-image scores, shape (B,)."""
+
+    def aggregate(self, scores: np.ndarray, meta: Sequence[dict]) -> dict[str, float]:
+        """Set value(s) from all per-image scores (in manifest order) and their records.
+        Override to add sub-values (e.g. per-category means)."""
+        return {self.name: float(np.mean(scores))}
 
     def update(self, images, prompts, meta):
         s = np.asarray(self.score(images, prompts, meta), dtype=np.float64).reshape(-1)
         if len(s) != len(prompts):
             raise RuntimeError(f"metric {self.name!r} returned {len(s)} scores for {len(prompts)} images")
         self._scores.append(s)
+        self._meta += list(meta)
         return s
 
     def compute(self) -> dict[str, float]:
         if not self._scores:
             raise RuntimeError(f"metric {self.name!r}: compute() before any update()")
-        return {self.name: float(np.concatenate(self._scores).mean())}
+        return self.aggregate(np.concatenate(self._scores), self._meta)
 
     def reset(self) -> None:
-        self._scores = []
+        self._scores, self._meta = [], []
+
+
+class TorchmetricsState:
+    """Mixin for set-level metrics backed by a ``torchmetrics.Metric`` in ``self.tm``:
+    ``state``/``load_states`` through torchmetrics' own state and ``merge_state``."""
+
+    tm: Any = None
+
+    def state(self) -> dict:
+        return {k: v.detach().cpu().clone() for k, v in self.tm.metric_state.items()}
+
+    def load_states(self, states: Sequence[dict]) -> None:
+        self.tm.reset()
+        self.tm.sync_on_compute = False  # states were gathered through the run directory
+        for st in states:
+            self.tm.merge_state({k: v.to(self.tm.device) for k, v in st.items()})
+        self.tm._update_count = max(len(states), 1)  # merged state counts as updated

@@ -12,8 +12,13 @@ A spec names its source, version and default metrics::
                                              # or {type: file, path: x.jsonl, sha256: ...}
 
 Plain files work too: ``.txt`` (one prompt per line), ``.jsonl`` (``prompt`` and optional
-``id``), ``.csv``/``.tsv`` (a ``prompt`` column and optional ``id``). Every loaded set carries
-a sha256 over its (id, prompt) pairs, recorded in results.
+``id``), ``.csv``/``.tsv`` (a ``prompt`` column and optional ``id``). Every other field of a
+row (category, target text, question ids, ...) is kept: it reaches metrics in ``meta``. Every
+loaded set carries a sha256 over its rows, recorded in results.
+
+Source types are pluggable: ``inline`` and ``file`` are built in; others (the embedded
+world's ``toy``) register a :class:`PromptSource` subclass in the ``cdm_bench.prompt_sources``
+entry-point group.
 """
 
 from __future__ import annotations
@@ -25,12 +30,54 @@ from pathlib import Path
 
 import yaml
 
-from cdm_bench.generator import SpecError
+from cdm_bench.errors import SpecError
 from cdm_bench.paths import prompts_dir
+from cdm_bench.registry import PROMPTS, Registry
 
 SPEC_KEYS = {"name", "version", "description", "license", "count", "default_metrics", "source"}
-SOURCE_KEYS = {"inline": {"type", "prompts"}, "file": {"type", "path", "sha256"},
-               "toy": {"type", "seed"}}
+
+
+class PromptSource:
+    """A kind of prompt-set source (``source: {type: <name>, ...}`` in a spec)."""
+
+    #: the keys a spec's ``source`` mapping may hold (besides ``type``)
+    keys: frozenset = frozenset()
+    #: True when the source itself makes ``count`` rows (otherwise the first ``count`` are kept)
+    makes_count: bool = False
+
+    def load(self, source: dict, *, name: str, count: int | None, spec_path: Path) -> list[dict]:
+        raise NotImplementedError
+
+
+class InlineSource(PromptSource):
+    keys = frozenset({"prompts"})
+
+    def load(self, source, *, name, count, spec_path):
+        return [_row(i, p, name) for i, p in enumerate(source.get("prompts") or [])]
+
+
+class FileSource(PromptSource):
+    keys = frozenset({"path", "sha256"})
+
+    def load(self, source, *, name, count, spec_path):
+        if "path" not in source:
+            raise SpecError(f"{spec_path}: a 'file' source needs 'path'")
+        file = Path(source["path"]).expanduser()
+        file = file if file.is_absolute() else spec_path.parent / file
+        if not file.is_file():
+            raise SpecError(f"prompt set {name!r}: data file {file} not found; download it and "
+                            f"put it there (see {spec_path})")
+        if source.get("sha256") and _sha(file) != source["sha256"]:
+            raise SpecError(f"prompt set {name!r}: {file} does not match the pinned sha256")
+        return _read_file(file)
+
+
+def _discover_sources(reg: Registry) -> None:
+    reg.register("inline", InlineSource)
+    reg.register("file", FileSource)
+
+
+PROMPT_SOURCES = Registry("prompt source", "cdm_bench.prompt_sources", _discover_sources, base=PromptSource)
 
 
 @dataclass
@@ -47,9 +94,12 @@ class PromptSet:
 
     @property
     def sha256(self) -> str:
+        """Over (id, prompt) pairs, plus every extra field of the rows that have any."""
         h = hashlib.sha256()
         for p in self.prompts:
-            h.update(json.dumps([p["id"], p["prompt"]]).encode())
+            extra = {k: v for k, v in p.items() if k not in ("id", "prompt")}
+            item = [p["id"], p["prompt"], extra] if extra else [p["id"], p["prompt"]]
+            h.update(json.dumps(item, sort_keys=True, default=str).encode())
         return h.hexdigest()
 
     def __len__(self) -> int:
@@ -60,22 +110,18 @@ class PromptSet:
                 "sha256": self.sha256, "source": self.source}
 
 
-def discover_prompt_sets() -> dict[str, Path]:
-    return {p.stem: p for p in sorted(prompts_dir().glob("*.yaml"))}
-
-
 def load_prompt_set(name_or_path: str | Path, limit: int | None = None) -> PromptSet:
     """A registered name, a spec YAML, or a plain prompt file -> PromptSet (never empty)."""
-    from cdm_bench.registry import PROMPTS
-
     path = Path(name_or_path)
     if path.suffix in (".yaml", ".yml") and path.is_file():
         ps = _from_spec(path)
     elif path.is_file():
         ps = PromptSet(path.stem, _file_version(path), _read_file(path),
                        source={"type": "file", "path": str(path)})
-    else:
+    elif str(name_or_path) in PROMPTS or not (path.suffix or len(path.parts) > 1):
         ps = _from_spec(PROMPTS.get(str(name_or_path)))
+    else:
+        raise SpecError(f"prompt file not found: {path} (nor is it a prompt-set name: cdm-bench ls prompts)")
     if limit is not None:
         ps.prompts = ps.prompts[:limit]
     if not ps.prompts:
@@ -94,29 +140,16 @@ def _from_spec(path: Path) -> PromptSet:
     name = spec.get("name", path.stem)
     source = dict(spec.get("source") or {})
     kind = source.get("type")
-    if kind not in SOURCE_KEYS:
-        raise SpecError(f"{path}: source.type must be one of {sorted(SOURCE_KEYS)}, got {kind!r}")
-    bad = set(source) - SOURCE_KEYS[kind]
+    if not isinstance(kind, str) or kind not in PROMPT_SOURCES:
+        raise SpecError(f"{path}: source.type must be one of {PROMPT_SOURCES.names()}, got {kind!r}")
+    loader = PROMPT_SOURCES.get(kind)()
+    bad = set(source) - set(loader.keys) - {"type"}
     if bad:
-        raise SpecError(f"{path}: unknown source key(s) {sorted(bad)} for type {kind!r}")
+        raise SpecError(f"{path}: unknown source key(s) {sorted(bad)} for type {kind!r}; "
+                        f"allowed: {sorted(loader.keys)}")
     count = spec.get("count")
-    if kind == "inline":
-        prompts = [_row(i, p, name) for i, p in enumerate(source.get("prompts") or [])]
-    elif kind == "file":
-        file = Path(source["path"]).expanduser()
-        file = file if file.is_absolute() else path.parent / file
-        if not file.is_file():
-            raise SpecError(f"prompt set {name!r}: data file {file} not found; download it and "
-                            f"put it there (see {path})")
-        prompts = _read_file(file)
-        if source.get("sha256") and _sha(file) != source["sha256"]:
-            raise SpecError(f"prompt set {name!r}: {file} does not match the pinned sha256")
-    else:  # toy: captions of the embedded world, generated deterministically
-        from cdm_bench.toy.world import sample_prompts
-
-        texts = sample_prompts(int(count or 64), int(source.get("seed", 0)))
-        prompts = [_row(i, t, name) for i, t in enumerate(texts)]
-    if count is not None and kind != "toy":
+    prompts = loader.load(source, name=name, count=None if count is None else int(count), spec_path=path)
+    if count is not None and not loader.makes_count:
         prompts = prompts[: int(count)]
     return PromptSet(name, str(spec.get("version", "1")), prompts,
                      list(spec.get("default_metrics") or []), source)
@@ -125,28 +158,51 @@ def _from_spec(path: Path) -> PromptSet:
 def _row(i: int, item, set_name: str) -> dict:
     if isinstance(item, dict):
         row = dict(item)
-        row.setdefault("id", f"{set_name}-{i:05d}")
+        if row.get("id") is None or str(row["id"]) == "":
+            row["id"] = f"{set_name}-{i:05d}"
         row["id"] = str(row["id"])
+        row["prompt"] = "" if row.get("prompt") is None else str(row["prompt"])
         return row
     return {"id": f"{set_name}-{i:05d}", "prompt": str(item)}
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise SpecError(f"{path}: not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
 
 
 def _read_file(path: Path) -> list[dict]:
     suffix = path.suffix.lower()
     if suffix == ".txt":
-        lines = [ln.strip() for ln in path.read_text().splitlines()]
+        lines = [ln.strip() for ln in _read_text(path).splitlines()]
         return [_row(i, t, path.stem) for i, t in enumerate(ln for ln in lines if ln)]
     if suffix == ".jsonl":
-        rows = [json.loads(ln) for ln in path.read_text().splitlines() if ln.strip()]
+        rows = []
+        for n, ln in enumerate(_read_text(path).splitlines(), 1):
+            if ln.strip():
+                try:
+                    rows.append(json.loads(ln))
+                except json.JSONDecodeError as exc:
+                    raise SpecError(f"{path}:{n}: not a JSON line ({exc.msg})") from None
     elif suffix in (".csv", ".tsv"):
         import pandas as pd
 
-        rows = pd.read_csv(path, sep="\t" if suffix == ".tsv" else ",").to_dict("records")
+        _read_text(path)  # a clear error for non-UTF-8 files
+        frame = pd.read_csv(path, sep="\t" if suffix == ".tsv" else ",", keep_default_na=False)
+        rows = frame.to_dict("records")
     else:
         raise SpecError(f"unsupported prompt file type {path.suffix!r}: use .txt, .jsonl, .csv, .tsv or a .yaml spec")
+    if rows and not isinstance(rows[0], dict):
+        raise SpecError(f"{path}: each line must be a JSON object with a 'prompt' field")
     if rows and "prompt" not in rows[0]:
         raise SpecError(f"{path}: rows need a 'prompt' field (found {sorted(rows[0])})")
-    return [_row(i, r, path.stem) for i, r in enumerate(rows)]
+    out = [_row(i, r, path.stem) for i, r in enumerate(rows)]
+    empty = [r["id"] for r in out if not str(r.get("prompt") or "").strip()]
+    if empty:
+        raise SpecError(f"{path}: {len(empty)} row(s) with an empty prompt (first: id {empty[0]!r})")
+    return out
 
 
 def _sha(path: Path) -> str:

@@ -26,12 +26,35 @@ from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any, Callable
 
+from cdm_bench.errors import MissingDependencyError, SpecError, UnknownNameError
 
-class UnknownNameError(KeyError):
-    """An unknown registry name; the message carries "did you mean" suggestions."""
+__all__ = ["Registry", "UnknownNameError", "resolve", "METRICS", "GENERATORS", "PROMPTS", "RECIPES"]
 
-    def __str__(self) -> str:  # KeyError quotes its message; keep it readable
-        return str(self.args[0])
+
+def resolve(ref: str, base: type | str | None = None, what: str = "object") -> Any:
+    """The one ``"package.module:Attr"`` resolver: import the module, walk the attribute path,
+    and check that the result is a subclass of ``base`` (a class or a ``"module:Class"``
+    string) *before* anything is called. Errors are one clear line."""
+    module, sep, attr = str(ref).partition(":")
+    if not sep or not module or not attr:
+        raise UnknownNameError(f"{what} {ref!r} is not a registered name nor a 'package.module:Class' path")
+    try:
+        obj = importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        if exc.name and (module == exc.name or module.startswith(exc.name + ".")):
+            raise UnknownNameError(f"{what} {ref!r}: no module named {module!r}") from None
+        raise MissingDependencyError(
+            f"{what} {ref!r} needs the package {exc.name!r}, which is not installed") from None
+    for part in attr.split("."):
+        if not hasattr(obj, part):
+            raise UnknownNameError(f"{what} {ref!r}: module {module!r} has no attribute {part!r}")
+        obj = getattr(obj, part)
+    if base is not None:
+        base_cls = resolve(base) if isinstance(base, str) else base
+        if not (isinstance(obj, type) and issubclass(obj, base_cls)):
+            raise SpecError(f"{what} {ref!r} is not a subclass of {base_cls.__module__}.{base_cls.__qualname__}; "
+                            f"refusing to use it")
+    return obj
 
 
 @dataclass
@@ -39,6 +62,8 @@ class Entry:
     name: str
     target: Any  # an object, or a "module:attr" string resolved on first use
     meta: dict = field(default_factory=dict)
+    base: Any = None  # the class every target must subclass (or its "module:Class" string)
+    kind: str = "object"
 
     @property
     def is_loaded(self) -> bool:
@@ -48,11 +73,8 @@ class Entry:
         if self.meta.get("kind") == "file":  # declarative assets (prompt sets, recipes)
             return Path(self.target)
         if isinstance(self.target, str):
-            module, _, attr = self.target.partition(":")
-            obj = importlib.import_module(module)
-            for part in attr.split(".") if attr else []:
-                obj = getattr(obj, part)
-            self.target = obj
+            what = self.kind if self.name == self.target else f"{self.kind} {self.name!r} ="
+            self.target = resolve(self.target, self.base, what)
         return self.target
 
     def describe(self) -> str:
@@ -66,8 +88,9 @@ class Registry:
     """A name -> object table with lazy targets, entry points and helpful errors."""
 
     def __init__(self, kind: str, entry_point_group: str | None = None,
-                 discover: Callable[["Registry"], None] | None = None):
+                 discover: Callable[["Registry"], None] | None = None, base: Any = None):
         self.kind = kind
+        self.base = base
         self.entry_point_group = entry_point_group
         self._discover = discover
         self._entries: dict[str, Entry] = {}
@@ -85,8 +108,16 @@ class Registry:
             old = self._entries[name]
             if old.describe() != Entry(name, target).describe():
                 raise ValueError(f"{self.kind} {name!r} is already registered ({old.describe()})")
-        self._entries[name] = Entry(name, target, dict(meta))
+        if not isinstance(target, str) and self.base is not None:  # eager objects: check now
+            base = resolve(self.base) if isinstance(self.base, str) else self.base
+            if not (isinstance(target, type) and issubclass(target, base)):
+                raise SpecError(f"{self.kind} {name!r}: {target!r} is not a subclass of {base.__qualname__}")
+        self._entries[name] = self._entry(name, target, dict(meta))
         return target
+
+    def _entry(self, name: str, target: Any, meta: dict | None = None) -> Entry:
+        base = None if (meta or {}).get("kind") == "file" else self.base
+        return Entry(name, target, dict(meta or {}), base, self.kind)
 
     def _ensure_discovered(self) -> None:
         if self._discovered:
@@ -97,7 +128,7 @@ class Registry:
         if self.entry_point_group:
             for ep in entry_points(group=self.entry_point_group):
                 if ep.name not in self._entries:
-                    self._entries[ep.name] = Entry(ep.name, ep.value, {"source": "entry point"})
+                    self._entries[ep.name] = self._entry(ep.name, ep.value, {"source": "entry point"})
 
     # -- lookup -------------------------------------------------------------------------
     def names(self) -> list[str]:
@@ -108,13 +139,16 @@ class Registry:
         """The entry for ``name``; an unregistered ``"module:Class"`` path is accepted too."""
         self._ensure_discovered()
         if name not in self._entries and ":" in name:
-            return Entry(name, name)
+            return self._entry(name, name)
         if name not in self._entries:
             raise UnknownNameError(self._unknown_message(name))
         return self._entries[name]
 
     def get(self, name: str) -> Any:
-        return self.entry(name).load()
+        entry = self.entry(name)
+        if entry.meta.get("kind") != "file":
+            entry.base = self.base
+        return entry.load()
 
     def __contains__(self, name: str) -> bool:
         self._ensure_discovered()
@@ -143,10 +177,10 @@ def _discover_generators(reg: Registry) -> None:
 
 
 def _discover_prompts(reg: Registry) -> None:
-    from cdm_bench.prompts import discover_prompt_sets
+    from cdm_bench.paths import prompts_dir
 
-    for name, path in discover_prompt_sets().items():
-        reg.register(name, str(path), kind="file")
+    for path in sorted(prompts_dir().glob("*.yaml")):
+        reg.register(path.stem, str(path), kind="file")
 
 
 def _discover_recipes(reg: Registry) -> None:
@@ -158,8 +192,9 @@ def _discover_recipes(reg: Registry) -> None:
         reg.register(path.stem, str(path), kind="file")
 
 
-METRICS = Registry("metric", "cdm_bench.metrics", _discover_metrics)
-GENERATORS = Registry("generator", "cdm_bench.generators", _discover_generators)
+METRICS = Registry("metric", "cdm_bench.metrics", _discover_metrics, base="cdm_bench.metric:Metric")
+GENERATORS = Registry("generator", "cdm_bench.generators", _discover_generators,
+                      base="cdm_bench.generator:Generator")
 PROMPTS = Registry("prompt set", None, _discover_prompts)
 RECIPES = Registry("recipe", None, _discover_recipes)
 

@@ -15,7 +15,9 @@ cached per preset by :func:`cdm_bench.toy.artifacts.get_scorer`). Neither import
   value beyond float64 rounding.
 
 Option ``scorer``: a preset name (``demo``, ``quick``, ``tiny``), a directory holding a saved
-scorer, or a ``ToyScorer`` instance (tests).
+scorer, or a ``ToyScorer`` instance (tests). The scorer is loaded in ``setup()`` (a preset's
+scorer is trained into the cache on first use) and freed in ``teardown()``; the identity
+(``describe()``) names the preset's config hash, and results record the weights' sha256.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from cdm_bench.metric import Metric, PerImageMetric
+from cdm_bench.metric import Metric, PerImageMetric, TorchmetricsState
 
 REAL_SEED_OFFSET = 1_000_003
 
@@ -47,10 +49,47 @@ def load_scorer(scorer: Any, device: str = "cpu"):
 
 
 def _scorer_id(scorer: Any) -> str:
-    return scorer if isinstance(scorer, str) else f"<{type(scorer).__name__}>"
+    """The scorer's identity before it is loaded: preset name + its training-config hash."""
+    if isinstance(scorer, str) and not Path(scorer).is_dir():
+        from cdm_bench.toy.train import PRESETS
+
+        if scorer in PRESETS:
+            return f"{scorer}:{PRESETS[scorer][0].hash()}"
+        return scorer
+    if isinstance(scorer, (str, Path)):
+        return str(Path(scorer).resolve())
+    return f"<{type(scorer).__name__}>"
 
 
-class ToyAlign(PerImageMetric):
+class _ScorerMetric:
+    """Shared scorer handling: loaded in setup(), freed in teardown()."""
+
+    scorer_spec: Any
+    device: str
+
+    @property
+    def scorer(self):
+        if getattr(self, "_scorer", None) is None:
+            self._scorer = load_scorer(self.scorer_spec, self.device)
+        return self._scorer
+
+    def free_scorer(self) -> None:
+        self._scorer = None
+
+    def weights_sha256(self) -> str | None:
+        """sha256 of the loaded scorer's weights (recorded in results)."""
+        import hashlib
+
+        if getattr(self, "_scorer", None) is None:
+            return None
+        h = hashlib.sha256()
+        for k, v in sorted(self._scorer.state_dict().items()):
+            h.update(k.encode())
+            h.update(v.detach().cpu().contiguous().numpy().tobytes())
+        return h.hexdigest()
+
+
+class ToyAlign(_ScorerMetric, PerImageMetric):
     """Fraction of the prompt's attributes that the toy scorer recognises in each image."""
 
     name = "toy_align"
@@ -58,16 +97,17 @@ class ToyAlign(PerImageMetric):
     higher_is_better = True
     input_format = "uint8_nhwc"
 
-    def __init__(self, device: str = "cpu", scorer: Any = "demo"):
-        super().__init__(device)
+    def __init__(self, device: str = "cpu", dtype: str = "float32", scorer: Any = "demo"):
+        super().__init__(device, dtype)
         self.scorer_spec = scorer
         self._scorer = None
 
-    @property
-    def scorer(self):
-        if self._scorer is None:
-            self._scorer = load_scorer(self.scorer_spec, self.device)
-        return self._scorer
+    def setup(self) -> None:
+        self.scorer  # noqa: B018 - load now
+
+    def teardown(self) -> None:
+        self.free_scorer()
+        super().teardown()
 
     def score(self, images, prompts: Sequence[str], meta: Sequence[dict]) -> np.ndarray:
         from cdm_bench.toy.scorer import alignment
@@ -99,7 +139,7 @@ def real_seed(meta: dict) -> int:
     return (base + REAL_SEED_OFFSET) % (2**32)
 
 
-class ToyFID(Metric):
+class ToyFID(_ScorerMetric, TorchmetricsState, Metric):
     """Frechet distance in the toy scorer's feature space vs. real renders of the same prompts."""
 
     name = "toy_fid"
@@ -108,9 +148,10 @@ class ToyFID(Metric):
     input_format = "uint8_nhwc"
     per_image = False
 
-    def __init__(self, device: str = "cpu", scorer: Any = "demo"):
-        super().__init__(device)
+    def __init__(self, device: str = "cpu", dtype: str = "float32", scorer: Any = "demo"):
+        super().__init__(device, dtype)
         self.scorer_spec = scorer
+        self._scorer = None
         self._fid = None
 
     @property
@@ -118,10 +159,27 @@ class ToyFID(Metric):
         if self._fid is None:
             from torchmetrics.image.fid import FrechetInceptionDistance
 
-            extractor = ScorerFeatures(load_scorer(self.scorer_spec, self.device))
+            extractor = ScorerFeatures(self.scorer)
             self._fid = FrechetInceptionDistance(feature=extractor, reset_real_features=True,
-                                                 normalize=False).to(self.device)
+                                                 normalize=False, sync_on_compute=False).to(self.device)
         return self._fid
+
+    @property
+    def tm(self):  # TorchmetricsState
+        return self.fid
+
+    def setup(self) -> None:
+        self.fid  # noqa: B018 - load now
+
+    def load_states(self, states) -> None:
+        super().load_states(states)
+        if not hasattr(self.fid, "orig_dtype"):  # set by FID's update(); merged states skip it
+            self.fid.orig_dtype = torch.float32
+
+    def teardown(self) -> None:
+        self._fid = None
+        self.free_scorer()
+        super().teardown()
 
     def update(self, images, prompts: Sequence[str], meta: Sequence[dict]) -> None:
         from cdm_bench.toy import world
@@ -140,7 +198,7 @@ class ToyFID(Metric):
         n = int(self.fid.fake_features_num_samples)
         if n < 2:
             raise RuntimeError(f"metric {self.name!r} needs at least 2 images, got {n}")
-        return {self.name: float(self.fid.compute()), f"{self.name}_n": n}
+        return {self.name: float(self.fid.compute()), "n": n}
 
     def reset(self) -> None:
         if self._fid is not None:

@@ -2,7 +2,7 @@
 
 import pandas as pd
 
-from cdm_bench.demo import _order_check
+from cdm_bench.toy.demo import _order_check
 
 
 def _boards(fid_best, fid_worst, ci_best, ci_worst):

@@ -37,22 +37,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from cdm_bench.generator import SpecError
-    from cdm_bench.registry import UnknownNameError
+    """Run one subcommand. A :class:`~cdm_bench.errors.CdmBenchError` is printed as one line
+    (no traceback) with exit code 2; anything else is a bug and keeps its traceback."""
+    from cdm_bench.errors import CdmBenchError
 
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
     try:
         return int(args.func(args) or 0)
-    except (UnknownNameError, SpecError, FileNotFoundError) as exc:
+    except CdmBenchError as exc:
         print(f"cdm-bench {args.command}: error: {exc}", file=sys.stderr)
-        return 2
-    except RuntimeError as exc:  # our own clear errors (conflicts, bad images, failed metrics)
-        if type(exc).__module__.startswith("cdm_bench"):
-            print(f"cdm-bench {args.command}: error: {exc}", file=sys.stderr)
-            return 1
-        raise
+        return exc.exit_code
 
 
 if __name__ == "__main__":

@@ -15,14 +15,17 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from cdm_bench.demo import run_demo
+    from cdm_bench.toy.demo import run_demo
 
     report = run_demo(args.out, quick=args.quick, retrain=args.retrain, students=not args.no_students,
                       ablations=args.ablations, student_steps=args.student_steps)
-    print((report.out / "leaderboard.md").read_text())
+    from cdm_bench.rundir import leaderboard_paths
+
+    paths = leaderboard_paths(report.out)
+    print(paths["md"].read_text())
     for name, check in report.checks.items():
         print(f"[{'ok' if check['ok'] else 'FAIL'}] {name}: {check['detail']}")
     print(f"demo took {report.timings['total_s'] / 60:.1f} min "
           f"({', '.join(f'{k} {v:.0f}s' for k, v in report.timings.items() if k != 'total_s')})")
-    print(f"leaderboard: {report.out / 'leaderboard.csv'} (also leaderboard.html, leaderboard.md)")
+    print(f"leaderboard: {paths['csv']} (also leaderboard.html, leaderboard.md)")
     return 0 if report.ok else 1

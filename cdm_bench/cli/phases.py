@@ -19,12 +19,16 @@ def add_parser(sub) -> None:
 
     e = sub.add_parser("evaluate", help="score a generation directory")
     e.add_argument("--images", required=True)
-    e.add_argument("--metrics", required=True, help="comma-separated metric names")
+    e.add_argument("--metrics", required=True,
+                   help="comma-separated metric names; INSTANCE=NAME runs a second configuration of a metric")
     e.add_argument("--metric-options", default=None,
-                   help='JSON, e.g. \'{"toy_fid": {"scorer": "quick"}}\'')
+                   help='JSON keyed by instance name, e.g. \'{"toy_fid": {"scorer": "quick", "batch_size": 64}}\'')
     e.add_argument("--out", default=None, help="default: the images directory")
-    e.add_argument("--batch-size", type=int, default=32)
+    e.add_argument("--batch-size", type=int, default=32, help="default batch size (a metric may set its own)")
+    e.add_argument("--chunk-size", type=int, default=256,
+                   help="images per flushed chunk (the most work a kill can lose, per process)")
     e.add_argument("--device", default="cpu")
+    e.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     e.add_argument("--allow-partial", action="store_true", help="keep going when a metric fails")
     e.add_argument("--force", action="store_true", help="recompute cached scores")
     e.set_defaults(func=run_evaluate)
@@ -45,17 +49,33 @@ def run_generate(args) -> int:
 
 
 def metric_list(names: str, options_json: str | None) -> list:
-    options = json.loads(options_json) if options_json else {}
-    return [{"name": n.strip(), **options.get(n.strip(), {})} for n in names.split(",") if n.strip()]
+    """``--metrics`` + ``--metric-options`` -> evaluate's metric entries (bad JSON/keys: one line)."""
+    from cdm_bench.errors import SpecError
+    from cdm_bench.evaluate import parse_metrics
+
+    try:
+        options = json.loads(options_json) if options_json else {}
+    except json.JSONDecodeError as exc:
+        raise SpecError(f"--metric-options is not valid JSON ({exc.msg} at char {exc.pos})") from None
+    if not isinstance(options, dict) or not all(isinstance(v, dict) for v in options.values()):
+        raise SpecError('--metric-options must map instance names to option objects, e.g. {"toy_fid": {"scorer": "quick"}}')
+    parsed = parse_metrics(names)
+    unknown = sorted(set(options) - {i for i, _, _ in parsed})
+    if unknown:
+        raise SpecError(f"--metric-options names {unknown}, which are not in --metrics")
+    return [{"name": n, "alias": i, **options.get(i, {})} for i, n, _ in parsed]
 
 
 def run_evaluate(args) -> int:
+    from cdm_bench import dist
     from cdm_bench.evaluate import evaluate
 
     res = evaluate(args.images, metric_list(args.metrics, args.metric_options), args.out,
-                   args.batch_size, args.device, args.allow_partial, args.force)
-    for name, m in res["metrics"].items():
-        print(f"{name}\t{m.get('value')}\t{m.get('status')}")
+                   args.batch_size, args.device, args.allow_partial, args.force,
+                   chunk_size=args.chunk_size, dtype=args.dtype)
+    if dist.world()[0] == 0:
+        for name, m in res["metrics"].items():
+            print(f"{name}\t{m.get('value')}\t{m.get('status')}")
     return 0
 
 

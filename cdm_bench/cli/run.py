@@ -22,6 +22,9 @@ def run(args) -> int:
     spec.overwrite = spec.overwrite or args.overwrite
     out = run_benchmark(spec, args.out or f"runs/{spec.name}")
     if out is not None:
-        print((out / "leaderboard.md").read_text())
-        print(f"leaderboard: {out / 'leaderboard.csv'} (also .html, .md)")
+        from cdm_bench.rundir import leaderboard_paths
+
+        paths = leaderboard_paths(out)
+        print(paths["md"].read_text())
+        print(f"leaderboard: {paths['csv']} (also .html, .md)")
     return 0

@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     """Stand-alone entry point (for ``torchrun -m cdm_bench.cli.train``)."""
     import logging
 
-    from cdm_bench.generator import SpecError
+    from cdm_bench.errors import CdmBenchError
 
     parser = argparse.ArgumentParser(prog="cdm-bench train", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -51,14 +51,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         return run(args)
-    except (SpecError, FileNotFoundError, KeyError) as exc:
+    except CdmBenchError as exc:
         print(f"cdm-bench train: error: {exc}", file=sys.stderr)
-        return 2
-    except RuntimeError as exc:
-        if type(exc).__module__.startswith("cdm_bench"):
-            print(f"cdm-bench train: error: {exc}", file=sys.stderr)
-            return 1
-        raise
+        return exc.exit_code
 
 
 if __name__ == "__main__":

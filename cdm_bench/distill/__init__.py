@@ -13,7 +13,7 @@ See ``docs`` of :mod:`cdm_bench.distill.trainer` (the loop), :mod:`.config` (rec
 from __future__ import annotations
 
 from cdm_bench.distill.config import load_recipe
-from cdm_bench.distill.export import demo_student, export  # binds the function over the submodule's name
+from cdm_bench.distill.export import export  # binds the function over the submodule's name
 from cdm_bench.distill.trainer import train
 
-__all__ = ["train", "export", "demo_student", "load_recipe"]
+__all__ = ["train", "export", "load_recipe"]

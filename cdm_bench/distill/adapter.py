@@ -12,7 +12,6 @@ may also name one directly as ``"package.module:Class"`` (tests use this for tin
 
 from __future__ import annotations
 
-import importlib
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any, Sequence
@@ -20,7 +19,7 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from cdm_bench.registry import Registry
+from cdm_bench.registry import Registry, resolve
 
 ADAPTERS = Registry("model adapter")
 ADAPTERS.register("toy", "cdm_bench.toy.adapter:ToyAdapter")
@@ -56,8 +55,7 @@ class ModelAdapter(ABC):
 
     def build_model(self, spec: dict) -> nn.Module:
         """Inverse of :meth:`model_spec` (random weights)."""
-        module, _, attr = spec["class"].partition(":")
-        cls = getattr(importlib.import_module(module), attr)
+        cls = resolve(spec["class"], nn.Module, "model class")
         return cls.from_config(spec["config"])
 
     def fsdp_block_classes(self, model: nn.Module) -> list[str]:
@@ -124,20 +122,15 @@ class ModelAdapter(ABC):
         return {"model": str(out_dir)}
 
 
+ADAPTERS.base = ModelAdapter  # every adapter, registered or "module:Class", must subclass it
+
+
 def build_adapter(name: str, **kwargs) -> ModelAdapter:
     """A registered adapter name or a ``"module:Class"`` string -> adapter instance."""
-    if ":" in name:
-        module, _, attr = name.partition(":")
-        cls = getattr(importlib.import_module(module), attr)
-    else:
-        cls = ADAPTERS.get(name)
-    return cls(**kwargs)
+    return adapter_class(name)(**kwargs)
 
 
 def adapter_class(name: str) -> type:
-    if ":" in name:
-        module, _, attr = name.partition(":")
-        return getattr(importlib.import_module(module), attr)
     return ADAPTERS.get(name)
 
 

@@ -24,6 +24,7 @@ import torch
 import yaml
 
 from cdm_bench.distill.config import RESUMABLE_KEYS, RecipeConfig, recipe_to_dict
+from cdm_bench.errors import RunNotFoundError
 
 PREFIX = "checkpoint-"
 
@@ -77,7 +78,7 @@ def load_meta(checkpoint: Path) -> tuple[dict, dict]:
     """(resolved recipe dict, meta dict) of a checkpoint directory."""
     checkpoint = Path(checkpoint)
     if not (checkpoint / "state.pt").is_file():
-        raise FileNotFoundError(f"not a distillation checkpoint (no state.pt): {checkpoint}")
+        raise RunNotFoundError(f"not a distillation checkpoint (no state.pt): {checkpoint}")
     recipe = yaml.safe_load((checkpoint / "recipe.yaml").read_text())
     meta = json.loads((checkpoint / "meta.json").read_text())
     return recipe, meta

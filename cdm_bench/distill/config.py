@@ -97,7 +97,7 @@ class ScheduleConfig:
 
 @dataclass
 class ModelConfig:
-    adapter: str = "toy"
+    adapter: str = ""  # required in a recipe: a registered adapter name or "module:Class"
     kwargs: dict = field(default_factory=dict)  # the adapter's constructor arguments
 
 
@@ -221,7 +221,12 @@ def _parse_model(data: dict) -> ModelConfig:
     from cdm_bench.distill.adapter import adapter_class
 
     data = dict(data)
-    name = _coerce(data.pop("adapter", "toy"), str, ("model", "adapter"))
+    if "adapter" not in data:
+        from cdm_bench.distill.adapter import ADAPTERS
+
+        raise RecipeError(f"'model.adapter' is required: name the model adapter (one of "
+                          f"{', '.join(ADAPTERS.names())}, or 'package.module:Class')")
+    name = _coerce(data.pop("adapter"), str, ("model", "adapter"))
     params = inspect.signature(adapter_class(name).__init__).parameters
     allowed = tuple(p for p in params if p != "self")
     _check_keys(data, allowed + ("adapter",), ("model",))

@@ -15,6 +15,7 @@ import yaml
 
 from cdm_bench.distill.adapter import build_adapter
 from cdm_bench.distill.checkpoint import latest_checkpoint, load_meta, load_state
+from cdm_bench.errors import RunNotFoundError
 
 
 def export(checkpoint: str | Path, out_dir: str | Path, ema: bool = True) -> Path:
@@ -27,7 +28,7 @@ def export(checkpoint: str | Path, out_dir: str | Path, ema: bool = True) -> Pat
     if not (checkpoint / "state.pt").is_file():
         latest = latest_checkpoint(checkpoint)
         if latest is None:
-            raise FileNotFoundError(f"no distillation checkpoint in {checkpoint}")
+            raise RunNotFoundError(f"no distillation checkpoint in {checkpoint}")
         checkpoint = latest
     recipe, meta = load_meta(checkpoint)
     adapter = build_adapter(meta["adapter"], **meta["adapter_kwargs"])
@@ -44,20 +45,3 @@ def export(checkpoint: str | Path, out_dir: str | Path, ema: bool = True) -> Pat
         {"checkpoint": str(checkpoint.resolve()), "step": meta["step"], "weights": which,
          "recipe": recipe}, indent=1))
     return out_dir
-
-
-def demo_student(recipe: str, out_dir: str | Path, preset: str = "demo", steps: int | None = None,
-                 progress: bool = True) -> Path:
-    """Distil the toy ``preset`` teacher with ``recipe`` and export its EMA student.
-
-    Re-running continues (or reuses) the run in ``out_dir/run`` (exact resume; a different recipe
-    is refused). Returns the exported directory ``out_dir/student``.
-    """
-    from cdm_bench.distill.trainer import train
-
-    out_dir = Path(out_dir)
-    overrides = {"model.teacher": preset, "train.progress": progress}
-    if steps is not None:
-        overrides["train.steps"] = int(steps)
-    checkpoint = train(recipe, overrides, out_dir / "run", resume=True)
-    return export(checkpoint, out_dir / "student", ema=True)

@@ -11,11 +11,7 @@ from typing import Any
 
 import yaml
 
-from cdm_bench.generator import SpecError
-
-
-class RecipeError(SpecError):
-    """A malformed recipe or override."""
+from cdm_bench.errors import RecipeError, RunNotFoundError
 
 
 def resolve_raw(name_or_path: str | Path | dict, _seen: tuple = ()) -> dict:
@@ -47,7 +43,7 @@ def _recipe_path(name_or_path: str | Path) -> Path:
     path = Path(name_or_path)
     if path.suffix in (".yaml", ".yml") or path.is_file():
         if not path.is_file():
-            raise FileNotFoundError(f"recipe file not found: {path}")
+            raise RunNotFoundError(f"recipe file not found: {path}")
         return path
     from cdm_bench.registry import RECIPES
     return RECIPES.get(str(name_or_path))

@@ -24,7 +24,7 @@ SHIFT_MODES = ("before", "after")
 
 
 def _check_sigma(name: str, value: float, allow_zero: bool = True) -> None:
-    from cdm_bench.distill.config import RecipeError
+    from cdm_bench.errors import RecipeError
 
     if not isinstance(value, (int, float)) or value != value:
         raise RecipeError(f"{name} must be a number, got {value!r}")
@@ -35,7 +35,7 @@ def _check_sigma(name: str, value: float, allow_zero: bool = True) -> None:
 
 def check_sigma_range(name: str, rng: list) -> None:
     """A ``[low, high]`` pair of sigmas with ``0 <= low <= high <= 1``."""
-    from cdm_bench.distill.config import RecipeError
+    from cdm_bench.errors import RecipeError
 
     if not isinstance(rng, (list, tuple)) or len(rng) != 2:
         raise RecipeError(f"{name} must be a [low, high] pair, got {rng!r}")
@@ -78,7 +78,7 @@ class FixedParams:
     shift: str = "before"
 
     def __post_init__(self):
-        from cdm_bench.distill.config import RecipeError
+        from cdm_bench.errors import RecipeError
 
         _check_shift(self.shift)
         if not isinstance(self.sigmas, (list, tuple)) or not self.sigmas:
@@ -112,7 +112,7 @@ class RandomContinuousParams:
     shift: str = "before"
 
     def __post_init__(self):
-        from cdm_bench.distill.config import RecipeError
+        from cdm_bench.errors import RecipeError
 
         _check_shift(self.shift)
         _check_sigma("schedule.low", self.low)
@@ -142,7 +142,7 @@ class RandomContinuousSchedule(ScheduleSampler):
 
 
 def _check_shift(mode: str) -> None:
-    from cdm_bench.distill.config import RecipeError
+    from cdm_bench.errors import RecipeError
 
     if mode not in SHIFT_MODES:
         raise RecipeError(f"schedule.shift must be 'before' (the scheduler's shift is applied to "

@@ -128,14 +128,14 @@ class Trainer:
     # -- the loop -------------------------------------------------------------------------------
     def train(self) -> Path:
         """Run to ``train.steps`` student steps; return the final checkpoint directory."""
-        from tqdm.auto import tqdm
+        from cdm_bench.progress import progress_bar
 
         tcfg, last = self.cfg.train, latest_checkpoint(self.out_dir)
         if self.step >= tcfg.steps and last is not None:
             return last
         logger = RunLogger(self.out_dir, tcfg.tensorboard) if self.rank == 0 else None
-        bar = tqdm(total=tcfg.steps, initial=self.step, disable=self.rank != 0 or not tcfg.progress,
-                   desc=f"distill {self.cfg.name}", dynamic_ncols=True)
+        bar = progress_bar(tcfg.steps, f"distill {self.cfg.name}", "step", initial=self.step,
+                           disable=self.rank != 0 or not tcfg.progress)
         fake_logs: list[dict] = []
         t0 = time.perf_counter()
         try:
@@ -148,7 +148,7 @@ class Trainer:
                               step_time=time.perf_counter() - t0)
                 fake_logs = []
                 bar.update(1)
-                bar.set_postfix(loss=f"{record['loss/total']:.4g}")
+                bar.set_postfix(loss=f"{record['loss/total']:.4g}", refresh=False)
                 if logger is not None and self.step % tcfg.log_every == 0:
                     logger.write(record)
                 if self.step % tcfg.checkpoint_every == 0 or self.step == tcfg.steps:

@@ -4,7 +4,7 @@ Third-party generators register through the ``cdm_bench.generators`` entry-point
 """
 
 BUILTIN_GENERATORS = {
-    "toy": "cdm_bench.generators.toy:ToyGenerator",
-    "toy-real": "cdm_bench.generators.toy:ToyRealGenerator",
+    "toy": "cdm_bench.toy.generator:ToyGenerator",
+    "toy-real": "cdm_bench.toy.generator:ToyRealGenerator",
     "diffusers": "cdm_bench.generators.diffusers_generic:DiffusersGenerator",
 }

@@ -125,7 +125,9 @@ PRESETS: dict[str, tuple[ScorerConfig, TeacherConfig]] = {
 
 def preset(name: str) -> tuple[ScorerConfig, TeacherConfig]:
     if name not in PRESETS:
-        raise KeyError(f"unknown toy preset {name!r}; known: {sorted(PRESETS)}")
+        from cdm_bench.errors import UnknownNameError
+
+        raise UnknownNameError(f"unknown toy preset {name!r}; known: {sorted(PRESETS)}")
     return PRESETS[name]
 
 
@@ -183,13 +185,11 @@ def _lr_factor(step: int, total: int, warmup: int, final: float) -> float:
 
 
 def _progress(total: int, desc: str, enabled: bool):
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:  # pragma: no cover
-        enabled = False
     if not enabled:
         return None
-    return tqdm(total=total, desc=desc, unit="step", leave=False)
+    from cdm_bench.progress import progress_bar
+
+    return progress_bar(total, desc, "step", leave=False)
 
 
 # ---------------------------------------------------------------------------------------
@@ -209,7 +209,7 @@ def _tick(bar, step: int, losses: list, digits: int) -> None:
     if bar is not None:
         bar.update(1)
         if step % 10 == 0:
-            bar.set_postfix(loss=f"{np.mean(losses[-20:]):.{digits}f}")
+            bar.set_postfix(loss=f"{np.mean(losses[-20:]):.{digits}f}", refresh=False)
 
 
 def train_scorer(cfg: ScorerConfig, out_dir: str | Path, progress: bool = True) -> dict:

@@ -126,3 +126,29 @@ def test_demo_scorer_recognises_real_images():
     m = ToyAlign(scorer="demo")
     m.update(_real(prompts, meta), prompts, meta)
     assert m.compute()["toy_align"] >= 0.97
+
+
+def _kit_inputs(n=24):
+    """World renders, blurred and noised (so FID against the reference is well above 0)."""
+    prompts, meta = _batch(n, seed=3)
+    images = np.stack([world.render_for_prompt(p, 7000 + i) for i, p in enumerate(prompts)])
+    return _degrade(images, np.random.default_rng(1)), prompts, meta
+
+
+# golden values: the untrained seed-0 scorer of the fixture on _kit_inputs() (recorded 2026-11-26)
+# (value, relative tolerance): the untrained scorer's features barely vary, so FID is small
+GOLDEN = {"toy_align": (0.46527777777777773, 1e-4), "toy_fid": (2.271764e-4, 1e-3)}
+
+
+@pytest.mark.parametrize("name", ["toy_align", "toy_fid"])
+def test_toy_metrics_pass_the_kit(scorer, name):
+    from metric_kit import check_metric
+
+    from metrics.toy import ToyAlign, ToyFID
+
+    cls = {"toy_align": ToyAlign, "toy_fid": ToyFID}[name]
+    images, prompts, meta = _kit_inputs()
+    golden, rtol = GOLDEN[name]
+    ref = check_metric(lambda: cls(scorer=scorer), images, prompts, meta, golden=golden, golden_rtol=rtol)
+    if name == "toy_fid":
+        assert ref.values["n"] == len(images)

@@ -126,7 +126,7 @@ def test_to_uint8_range():
 
 
 def test_toy_generators(tmp_path, model):
-    from cdm_bench.generators.toy import ToyGenerator, ToyRealGenerator
+    from cdm_bench.toy.generator import ToyGenerator, ToyRealGenerator
 
     model.save_pretrained(tmp_path / "student")
     gen = ToyGenerator(model=str(tmp_path / "student"), preset="tiny", nfe=2, guidance=1.5, batch_size=2)
@@ -150,7 +150,7 @@ def test_toy_generators(tmp_path, model):
 
 def test_tiny_teacher_trains_and_caches(tmp_path, monkeypatch):
     monkeypatch.setenv("CDM_BENCH_CACHE", str(tmp_path / "cache"))
-    from cdm_bench.generators.toy import ToyGenerator
+    from cdm_bench.toy.generator import ToyGenerator
     from cdm_bench.toy.artifacts import get_teacher, teacher_dir
 
     t = get_teacher("tiny")

@@ -46,6 +46,6 @@ class CFGAugmentationLoss(StudentLoss):
 
 
 def _check_floor(value: float) -> None:
-    from cdm_bench.distill.config import RecipeError
+    from cdm_bench.errors import RecipeError
     if not isinstance(value, (int, float)) or not value > 0:
         raise RecipeError(f"norm_floor must be > 0, got {value!r}")

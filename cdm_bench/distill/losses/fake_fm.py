@@ -30,7 +30,7 @@ class FakeFMParams:
     extrapolate_range: list = field(default_factory=lambda: [0.02, 0.98])
 
     def __post_init__(self):
-        from cdm_bench.distill.config import RecipeError
+        from cdm_bench.errors import RecipeError
         from cdm_bench.distill.schedules import check_sigma_range
         check_sigma_range("fake.loss.sigma_range", self.sigma_range)
         check_sigma_range("fake.loss.extrapolate_range", self.extrapolate_range)

@@ -25,7 +25,8 @@ from typing import Sequence
 
 import numpy as np
 
-from cdm_bench.generator import Generator, SpecError
+from cdm_bench.errors import RunNotFoundError, SpecError
+from cdm_bench.generator import Generator
 
 SAMPLER_ID = "euler-v1-chunk8-threads1"  # what makes pixels reproducible; see toy.sampling
 
@@ -42,7 +43,7 @@ def _weights_file(folder: Path) -> Path:
     for name in ("diffusion_pytorch_model.safetensors", "model.safetensors", "diffusion_pytorch_model.bin"):
         if (folder / name).is_file():
             return folder / name
-    raise FileNotFoundError(f"no weights file in {folder}")
+    raise RunNotFoundError(f"no weights file in {folder}")
 
 
 class ToyGenerator(Generator):

@@ -27,6 +27,7 @@ import pandas as pd
 import yaml
 
 from cdm_bench.paths import recipes_dir
+from cdm_bench.rundir import RunDir, leaderboard_paths
 
 log = logging.getLogger(__name__)
 
@@ -108,10 +109,16 @@ def generation_seconds(out: Path, names: list[str]) -> float:
     overlap generation on a writer thread; from their generation.json)."""
     total = 0.0
     for name in names:
-        for ident in (out / "runs" / name).glob("*/generation.json"):
-            for entry in json.loads(ident.read_text()).get("timing", []):
+        for run in _runs_of(out, name):
+            for entry in run.read_identity().get("timing", []):
                 total += sum(r["model_s"] + r.get("wait_s", r["write_s"]) for r in entry["ranks"])
     return total
+
+
+def _runs_of(out: Path, generator: str) -> list[RunDir]:
+    """The run directories the benchmark wrote for one generator (one per prompt set)."""
+    root = out / "runs" / generator
+    return [RunDir(d) for d in sorted(root.iterdir()) if RunDir(d).has_identity()] if root.is_dir() else []
 
 
 def distil_students(root: Path, recipes: list[str], preset: str, steps: int | None) -> list[dict]:
@@ -133,8 +140,10 @@ def distil_students(root: Path, recipes: list[str], preset: str, steps: int | No
 
 
 def check_results(out: Path, preset: str, accuracy: float, ordering: bool) -> dict:
-    wide = pd.read_csv(out / "leaderboard.csv").set_index("generator")
-    long = pd.read_csv(out / "leaderboard_long.csv")
+    paths = leaderboard_paths(out)
+    wide = pd.read_csv(paths["csv"]).set_index("generator")
+    long = pd.read_csv(paths["long_csv"], keep_default_na=False, na_values=[""])
+    long = long[long["sub"].isna()] if "sub" in long else long  # main values, not sub-values
     metrics = ["toy_fid", "toy_align"]
     checks = {
         "finite": {"ok": bool(all(math.isfinite(v) for v in wide[metrics].to_numpy().ravel())),
@@ -170,13 +179,12 @@ def _order_check(wide: pd.DataFrame, long: pd.DataFrame) -> dict:
 def chance_alignment(out: Path, preset: str) -> float:
     """toy_align of real images scored against the wrong prompts (rolled by one)."""
     import numpy as np
-    from PIL import Image
 
     from metrics.toy import ToyAlign
 
-    run = next((out / "runs" / "reference").glob("*/manifest.jsonl")).parent
-    recs = [json.loads(ln) for ln in (run / "manifest.jsonl").read_text().splitlines()]
-    images = np.stack([np.asarray(Image.open(run / r["file"]).convert("RGB")) for r in recs])
+    run = next(r for r in _runs_of(out, "reference") if r.is_complete())
+    recs = run.read_manifest()
+    images = run.load_images(recs)
     prompts = [r["prompt"] for r in recs]
     rolled = prompts[len(prompts) // 2:] + prompts[: len(prompts) // 2]
     return float(np.mean(ToyAlign(scorer=preset).score(images, rolled, recs)))
