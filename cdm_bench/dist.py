@@ -7,6 +7,7 @@ everything runs as rank 0 of 1. CPU runs use gloo, GPU runs nccl.
 from __future__ import annotations
 
 import os
+import sys
 from contextlib import contextmanager
 from typing import Any
 
@@ -19,11 +20,29 @@ def world() -> tuple[int, int]:
     return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
 
 
+def die_with_launcher() -> None:
+    """Under torchrun / accelerate launch (Linux): SIGKILL this worker when its launcher dies,
+    so killing only the launcher never leaves workers writing into a run directory."""
+    if "TORCHELASTIC_RUN_ID" not in os.environ or not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import signal
+
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except OSError:  # pragma: no cover - no libc: keep the launcher's own behaviour
+        return
+    if os.getppid() == 1:  # the launcher died before prctl took effect
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
 @contextmanager
 def process_group():
     """Initialise a process group when launched with several processes; tear it down after."""
     _, size = world()
     created = False
+    die_with_launcher()
     if size > 1 and not dist.is_initialized():
         import torch
 

@@ -26,6 +26,7 @@ configurations of one metric coexist under different instance names.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -206,12 +207,21 @@ def evaluate(images_dir, metrics, out_dir=None, batch_size: int = 32, device: st
     for plan in plans:  # packages and weights, before anything is written
         plan.metric.check()
     dst = RunDir(out_dir) if out_dir else src
-    with dist.process_group() as (rank, size):
+    with dist.process_group() as (rank, size), contextlib.ExitStack() as held:
         bad = sum(dist.all_gather(find_bad_images(src, records[rank::size])), [])
         if bad:
             raise EvaluationInputError("bad images; nothing was scored or overwritten:\n  " + "\n  ".join(bad[:20])
                                        + (f"\n  ... {len(bad) - 20} more" if len(bad) > 20 else ""))
         check_destination(src, dst, ident)
+        error = None
+        if rank == 0:  # one writer per results directory
+            try:
+                held.enter_context(dst.lock("cdm-bench evaluate"))
+            except RunConflictError as exc:
+                error = str(exc)
+        error = dist.broadcast(error)
+        if error:
+            raise RunConflictError(error)
         ctx = _Context(src, dst, ident, records, rank, size, int(chunk_size), progress)
         results, frame = ctx.load_previous()
         todo = [p for p in plans if force or not ctx.reusable(p, results, frame)]

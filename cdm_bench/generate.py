@@ -14,6 +14,7 @@ directory written by a different generator spec, prompt set or seed is refused u
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import re
@@ -28,7 +29,7 @@ from cdm_bench.generator import build_generator, spec_hash
 from cdm_bench.progress import progress_bar
 from cdm_bench.prompts import PromptSet, load_prompt_set
 from cdm_bench.provenance import environment, sample_seed
-from cdm_bench.rundir import RECORD_FIELDS, RunDir
+from cdm_bench.rundir import RECORD_FIELDS, RunDir, repair_jsonl
 
 __all__ = ["generate", "read_records", "RunConflictError"]
 
@@ -52,13 +53,19 @@ def generate(generator, prompts, out_dir, samples_per_prompt: int = 1, batch_siz
     gen, spec = build_generator(generator)
     identity = {"generator": spec, "spec_hash": spec_hash(spec), "prompt_set": ps.describe(),
                 "seed": seed}
-    with dist.process_group() as (rank, size):
-        error = _prepare_dir(out, identity, overwrite) if rank == 0 else None
+    with dist.process_group() as (rank, size), contextlib.ExitStack() as held:
+        error = None
+        if rank == 0:  # rank 0 holds the directory's writer lock for the whole run
+            try:
+                held.enter_context(out.lock("cdm-bench generate"))
+                error = _prepare_dir(out, identity, overwrite)
+            except RunConflictError as exc:
+                error = str(exc)
         error = dist.broadcast(error)
         if error:
             raise RunConflictError(error)
         jobs = [(p, k) for p in ps.prompts for k in range(samples_per_prompt)][rank::size]
-        done = _done_keys(out)
+        done = _done_keys(out, {(p["id"], k) for p, k in jobs})
         todo = [(p, k) for p, k in jobs if (p["id"], k) not in done]
         stats = _run_jobs(gen, identity, todo, out, rank, size, batch_size, seed, progress)
         dist.barrier()
@@ -90,8 +97,10 @@ def _prepare_dir(out: RunDir, identity: dict, overwrite: bool) -> str | None:
                 and old.get("prompt_set", {}).get("sha256") == identity["prompt_set"]["sha256"]
                 and old.get("seed") == identity["seed"])
         if same:
+            if old.get("generator", {}).get("name") != identity["generator"].get("name"):
+                out.write_identity({**old, "generator": identity["generator"]})  # a new display name
             return None
-        if not overwrite:
+        if not overwrite and out.has_images():
             return (f"{out} holds images from a different run (generator {old['generator'].get('name')!r}, "
                     f"spec {old.get('spec_hash')}, prompts {old['prompt_set'].get('name')}, seed "
                     f"{old.get('seed')}); use another --out or pass --overwrite to replace them")
@@ -106,8 +115,18 @@ def read_records(out) -> list[dict]:
     return RunDir(out).read_records()
 
 
-def _done_keys(out: RunDir) -> set[tuple[str, int]]:
-    return {(r["prompt_id"], r["k"]) for r in out.read_records() if out.image_path(r).exists()}
+def _done_keys(out: RunDir, wanted: set) -> set[tuple[str, int]]:
+    """The wanted (prompt id, k) whose PNG exists and matches its record's sha256 (a truncated
+    or replaced PNG is generated again)."""
+    latest = {}
+    for r in out.read_records():
+        latest[(r["prompt_id"], r["k"])] = r
+    done = set()
+    for key in wanted & set(latest):
+        path = out.image_path(latest[key])
+        if path.exists() and hashlib.sha256(path.read_bytes()).hexdigest() == latest[key].get("sha256"):
+            done.add(key)
+    return done
 
 
 def _run_jobs(gen, identity, todo, out, rank, size, batch_size, seed, progress) -> dict:
@@ -118,6 +137,7 @@ def _run_jobs(gen, identity, todo, out, rank, size, batch_size, seed, progress) 
 
     out.parts_dir.mkdir(exist_ok=True)
     part = out.part_path(rank, size)
+    repair_jsonl(part)  # a cut last line (crash, full disk) must not glue onto the next record
     timing = {"model_s": 0.0, "write_s": 0.0, "wait_s": 0.0}
     bar = progress_bar(len(todo), f"generate[{rank}/{size}]", "img", disable=not progress or rank != 0)
 

@@ -20,16 +20,18 @@ outside this module spells one of these names.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
+import socket
 import uuid
 from pathlib import Path
 from typing import Iterable
 
 import numpy as np
 
-from cdm_bench.errors import RunNotFoundError
+from cdm_bench.errors import RunConflictError, RunNotFoundError
 
 IDENTITY = "generation.json"
 MANIFEST = "manifest.jsonl"
@@ -38,6 +40,7 @@ PARTS = "parts"
 SCORES = "scores.parquet"
 RESULTS = "results.json"
 SCORING = "scoring"
+LOCK = ".lock"
 
 # manifest fields written by generate; a prompt row's extra fields may not reuse these names
 RECORD_FIELDS = ("prompt_id", "k", "prompt", "seed", "file", "sha256", "spec_hash", "gen_s")
@@ -75,6 +78,19 @@ def json_default(o):
     if isinstance(o, np.ndarray):
         return o.tolist()
     return str(o)
+
+
+def repair_jsonl(path: Path) -> None:
+    """Cut a partial last line (a crash or a full disk mid-append) so appends start clean."""
+    if not path.exists() or path.stat().st_size == 0:
+        return
+    with open(path, "rb+") as f:
+        f.seek(-1, os.SEEK_END)
+        if f.read(1) == b"\n":
+            return
+        f.seek(0)
+        data = f.read()
+        f.truncate(data.rfind(b"\n") + 1)
 
 
 def read_jsonl(path: Path) -> list[dict]:
@@ -141,6 +157,34 @@ class RunDir:
     def part_path(self, rank: int, size: int) -> Path:
         return self.parts_dir / f"part-{rank}-of-{size}.jsonl"
 
+    # -- one writer at a time -----------------------------------------------------------------
+    @contextlib.contextmanager
+    def lock(self, what: str):
+        """Hold this directory's writer lock (an ``flock``, released by the OS even on SIGKILL);
+        a second writer is refused with a message naming the holder."""
+        import fcntl
+
+        self.root.mkdir(parents=True, exist_ok=True)
+        fh = open(self.root / LOCK, "a+")
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            holder = fh.read().strip() or "another process"
+            fh.close()
+            raise RunConflictError(f"{self.root} is being written by {holder}; wait for it to finish "
+                                   f"or stop it, then run again") from None
+        try:
+            fh.seek(0)
+            fh.truncate()
+            fh.write(f"pid {os.getpid()} on {socket.gethostname()} ({what})")
+            fh.flush()
+            yield
+        finally:
+            fh.truncate(0)
+            fcntl.flock(fh, fcntl.LOCK_UN)
+            fh.close()
+
     # -- generation identity and records ----------------------------------------------------------
     def has_identity(self) -> bool:
         return self.identity_path.exists()
@@ -168,17 +212,23 @@ class RunDir:
             records += read_jsonl(f)
         return records
 
+    def has_images(self) -> bool:
+        """Any image or record here (a start that failed before its first image has none)."""
+        pngs = self.images_dir.is_dir() and any(self.images_dir.glob("*.png"))
+        return bool(pngs or self.read_records())
+
     def prepare_images(self) -> None:
         self.images_dir.mkdir(parents=True, exist_ok=True)
         self.parts_dir.mkdir(exist_ok=True)
 
     def clear_generation(self) -> None:
-        """Remove images, parts and the manifest (``--overwrite``)."""
+        """Remove images, parts, the manifest and any evaluation of them (``--overwrite``)."""
         import shutil
 
-        for d in (self.images_dir, self.parts_dir):
+        for d in (self.images_dir, self.parts_dir, self.scoring_dir):
             shutil.rmtree(d, ignore_errors=True)
-        self.manifest_path.unlink(missing_ok=True)
+        for f in (self.manifest_path, self.scores_path, self.results_path):
+            f.unlink(missing_ok=True)
 
     def remove_parts(self) -> None:
         import shutil
