@@ -45,7 +45,8 @@ from cdm_bench.metric import Metric, convert_images
 from cdm_bench.progress import progress_bar
 from cdm_bench.provenance import environment
 from cdm_bench.registry import METRICS
-from cdm_bench.rundir import SCORE_BASE_COLUMNS, RunDir, atomic_write_bytes, atomic_write_json
+from cdm_bench.rundir import (SCORE_BASE_COLUMNS, RunDir, atomic_write_bytes, atomic_write_json, generation_key,
+                              image_set_hash)
 
 __all__ = ["evaluate", "parse_metrics", "build_metric", "EvaluationInputError", "MetricFailedError"]
 
@@ -179,19 +180,6 @@ def find_bad_images(src: RunDir, records: list[dict]) -> list[str]:
         except Exception as exc:  # PIL raises many types for broken files
             bad.append(f"{path}: not a readable PNG ({exc})")
     return bad
-
-
-def image_set_hash(records: list[dict]) -> str:
-    h = hashlib.sha256()
-    for r in records:
-        h.update(f"{r['prompt_id']}:{r['k']}:{r.get('sha256')}".encode())
-    return h.hexdigest()
-
-
-def generation_key(ident: dict) -> dict:
-    """What makes two generations the same run (results belong to exactly one)."""
-    return {"spec_hash": ident.get("spec_hash"), "name": (ident.get("generator") or {}).get("name"),
-            "seed": ident.get("seed"), "prompts_sha256": (ident.get("prompt_set") or {}).get("sha256")}
 
 
 # -- the phase ---------------------------------------------------------------------------------------

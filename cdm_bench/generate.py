@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import re
 import time
 from pathlib import Path
@@ -29,7 +28,7 @@ from cdm_bench.generator import build_generator, spec_hash
 from cdm_bench.progress import progress_bar
 from cdm_bench.prompts import PromptSet, load_prompt_set
 from cdm_bench.provenance import environment, sample_seed
-from cdm_bench.rundir import RECORD_FIELDS, RunDir, repair_jsonl
+from cdm_bench.rundir import RECORD_FIELDS, RunDir, append_record, repair_jsonl
 
 __all__ = ["generate", "read_records", "RunConflictError"]
 
@@ -151,7 +150,7 @@ def _run_jobs(gen, identity, todo, out, rank, size, batch_size, seed, progress) 
             for (p, k), s, img in zip(batch, seeds, images):
                 rec = _write_png(out, p, k, s, img, identity["spec_hash"])
                 rec["gen_s"] = gen_s
-                log.write(json.dumps(rec) + "\n")
+                append_record(log, rec)
         except BaseException:
             failed.append(True)
             raise

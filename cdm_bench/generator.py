@@ -84,8 +84,12 @@ def load_spec(name_or_path: str | dict) -> dict:
 
 
 def validate_spec(cls: type, spec: dict) -> dict:
-    """Reject keys that ``cls.__init__`` does not accept; return the constructor kwargs."""
-    params = inspect.signature(cls.__init__).parameters
+    """Reject keys that ``cls.__init__`` does not accept and values of the wrong plain type
+    (int / float / bool / str annotations); return the constructor kwargs."""
+    try:
+        params = inspect.signature(cls.__init__, eval_str=True).parameters
+    except (NameError, TypeError):  # annotations that do not resolve: check names only
+        params = inspect.signature(cls.__init__).parameters
     accepts_var = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
     allowed = {n for n in params if n != "self"}
     kwargs = {k: v for k, v in spec.items() if k not in META_KEYS}
@@ -94,14 +98,34 @@ def validate_spec(cls: type, spec: dict) -> dict:
         raise SpecError(
             f"unknown key(s) {unknown} for generator {spec['generator']!r}; "
             f"allowed: {sorted(allowed | set(META_KEYS))}")
+    for key, value in kwargs.items():
+        want = params[key].annotation if key in params else None
+        if want in (int, float) and not _is_number(value, want):
+            raise SpecError(f"generator {spec['generator']!r}: {key} must be {want.__name__}, got {value!r}")
+        if want is str and not isinstance(value, str):
+            raise SpecError(f"generator {spec['generator']!r}: {key} must be a string, got {value!r}")
     return kwargs
+
+
+def _is_number(value, want: type) -> bool:
+    if isinstance(value, bool):
+        return False
+    if want is int:
+        return isinstance(value, int) or (isinstance(value, float) and value.is_integer())
+    return isinstance(value, (int, float))
 
 
 def build_generator(name_or_spec: str | dict) -> tuple[Generator, dict]:
     """Build a generator from a name / YAML path / dict. Returns (generator, full spec)."""
     spec = load_spec(name_or_spec)
     cls = GENERATORS.get(spec["generator"])
-    gen = cls(**validate_spec(cls, spec))
+    kwargs = validate_spec(cls, spec)
+    try:
+        gen = cls(**kwargs)
+    except (TypeError, ValueError) as exc:
+        if isinstance(exc, SpecError):
+            raise
+        raise SpecError(f"generator {spec['generator']!r}: {exc}") from None
     full = {"generator": spec["generator"], **gen.spec()}
     full["recipe"] = spec.get("recipe", getattr(gen, "recipe", "unknown"))
     full["nfe_total"], full["cfg"] = gen.nfe, gen.cfg

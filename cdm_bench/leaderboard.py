@@ -11,12 +11,13 @@ wide table with ↑/↓ and metric versions. Run directories are read through
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from cdm_bench.rundir import RunDir, find_evaluated, leaderboard_paths
+from cdm_bench.rundir import RunDir, find_evaluated, generation_key, image_set_hash, leaderboard_paths
 
 KEY_COLUMNS = ["generator", "recipe", "nfe", "cfg"]
 RECIPE_ORDER = {"reference": 0, "teacher": 1}
@@ -38,29 +39,77 @@ def bootstrap_ci(values: np.ndarray, n_boot: int = 1000, seed: int = 0) -> tuple
 
 
 def long_table(runs: list) -> pd.DataFrame:
+    """One row per (run, metric instance) plus one per sub-value. A value computed on another
+    image set than the run's current manifest is marked ``stale`` (shown as such, never as a
+    number); runs that share a generator name get distinct labels; a metric instance computed
+    with different identities (version, options, weights) in different runs gets one column per
+    identity (``column``)."""
     rows = []
     for run in runs:
         run = run if isinstance(run, RunDir) else RunDir(run)
-        res = run.read_results()
-        gen = res.get("generation", {})
-        spec = gen.get("generator", {})
-        ps = gen.get("prompt_set", {})
-        scores = run.read_scores()
-        for name, m in sorted(res.get("metrics", {}).items()):
-            lo = hi = float("nan")
-            if m.get("per_image") and scores is not None and name in scores:
-                lo, hi = bootstrap_ci(scores[name].to_numpy(dtype=float))
-            base = {"generator": spec.get("name", run.root.name), "recipe": spec.get("recipe", "unknown"),
-                    "nfe": spec.get("nfe_total"), "cfg": spec.get("cfg"),
-                    "prompts": f"{ps.get('name')}@{ps.get('version')}", "metric": name,
-                    "version": m.get("version"), "higher_is_better": m.get("higher_is_better")}
-            rows.append({**base, "sub": "", "mean": m.get("value", float("nan")), "ci_low": lo, "ci_high": hi,
-                         "n": m.get("n", res.get("n_images")), "status": m.get("status"), "run": str(run.root)})
-            for sub, v in sorted((m.get("values") or {}).items()):
-                rows.append({**base, "sub": sub, "mean": v, "ci_low": float("nan"), "ci_high": float("nan"),
-                             "n": m.get("n", res.get("n_images")), "status": m.get("status"),
-                             "run": str(run.root)})
-    return pd.DataFrame(rows)
+        rows += _run_rows(run)
+    long = pd.DataFrame(rows)
+    if long.empty:
+        return long
+    long["generator"] = _unique_labels(long)
+    long["column"] = _metric_columns(long)
+    return long.drop(columns=["_gen_key", "_seed"])
+
+
+def _run_rows(run: RunDir) -> list[dict]:
+    res = run.read_results()
+    gen = res.get("generation", {})
+    spec, ps = gen.get("generator", {}), gen.get("prompt_set", {})
+    current = image_set_hash(run.read_manifest()) if run.is_complete() else None
+    same_run = not run.has_identity() or generation_key(run.read_identity()) == generation_key(gen)
+    scores = run.read_scores()
+    rows = []
+    for name, m in sorted(res.get("metrics", {}).items()):
+        stale = not same_run or (current is not None and m.get("images_sha256") not in (None, current))
+        status = "stale" if stale else m.get("status")
+        lo = hi = float("nan")
+        if not stale and m.get("per_image") and scores is not None and name in scores:
+            lo, hi = bootstrap_ci(scores[name].to_numpy(dtype=float))
+        base = {"generator": spec.get("name", run.root.name), "recipe": spec.get("recipe", "unknown"),
+                "nfe": spec.get("nfe_total"), "cfg": spec.get("cfg"),
+                "prompts": f"{ps.get('name')}@{ps.get('version')}", "metric": name,
+                "version": m.get("version"), "higher_is_better": m.get("higher_is_better"),
+                "identity": m.get("identity"), "_gen_key": json.dumps(generation_key(gen), sort_keys=True),
+                "_seed": gen.get("seed")}
+        value = float("nan") if stale else m.get("value", float("nan"))
+        n = m.get("n", res.get("n_images"))
+        rows.append({**base, "sub": "", "mean": value, "ci_low": lo, "ci_high": hi, "n": n,
+                     "status": status, "run": str(run.root)})
+        for sub, v in sorted((m.get("values") or {}).items()):
+            rows.append({**base, "sub": sub, "mean": float("nan") if stale else v, "ci_low": float("nan"),
+                         "ci_high": float("nan"), "n": n, "status": status, "run": str(run.root)})
+    return rows
+
+
+def _unique_labels(long: pd.DataFrame) -> pd.Series:
+    """``name``, or ``name (seed S)`` / ``name (<run dir>)`` when several generations share it."""
+    labels = long["generator"].copy()
+    for (name, _), group in long.groupby(["generator", "prompts"]):
+        keys = group["_gen_key"].unique()
+        if len(keys) < 2:
+            continue
+        seeds_unique = group.groupby("_gen_key")["_seed"].first().nunique() == len(keys)
+        for key in keys:
+            rows = group[group["_gen_key"] == key]
+            tag = f"seed {rows['_seed'].iloc[0]}" if seeds_unique else Path(rows["run"].iloc[0]).name
+            labels.loc[rows.index] = f"{name} ({tag})"
+    return labels
+
+
+def _metric_columns(long: pd.DataFrame) -> pd.Series:
+    """The instance name, or ``name[identity]`` when runs computed it with different identities."""
+    cols = long["metric"].copy()
+    for name, group in long.groupby("metric"):
+        ids = group["identity"].fillna(group["version"].astype(str)).unique()
+        if len(ids) > 1:
+            ident = group["identity"].fillna("v" + group["version"].astype(str))
+            cols.loc[group.index] = [f"{name}[{str(i)[:8]}]" for i in ident]
+    return cols
 
 
 def wide_table(long: pd.DataFrame) -> pd.DataFrame:
@@ -69,11 +118,13 @@ def wide_table(long: pd.DataFrame) -> pd.DataFrame:
     long = long[long["sub"].fillna("") == ""] if "sub" in long else long
     idx = KEY_COLUMNS + ["prompts"]
     keyed = long.assign(nfe=long["nfe"].fillna(-1), cfg=long["cfg"].fillna(-1))
+    if "column" in keyed:
+        keyed = keyed.assign(metric=keyed["column"])
     wide = keyed.groupby(idx + ["metric"], dropna=False)["mean"].first().unstack("metric")
     n = keyed.groupby(idx)["n"].max()
     wide = wide.join(n).reset_index()
     wide[["nfe", "cfg"]] = wide[["nfe", "cfg"]].replace(-1, np.nan)
-    metric_cols = sorted(long["metric"].unique())
+    metric_cols = sorted(keyed["metric"].unique())
     wide = wide[KEY_COLUMNS + metric_cols + ["prompts", "n"]]
     order = wide["recipe"].map(lambda r: RECIPE_ORDER.get(r, 2))
     wide = wide.assign(_o=order, _nfe=-wide["nfe"].fillna(0)).sort_values(["_o", "recipe", "_nfe", "generator"])
@@ -83,8 +134,9 @@ def wide_table(long: pd.DataFrame) -> pd.DataFrame:
 def _decorated(wide: pd.DataFrame, long: pd.DataFrame) -> pd.DataFrame:
     """Metric headers with version and ↑/↓; means with their CI where known."""
     long = long[long["sub"].fillna("") == ""] if "sub" in long else long
+    long = long.assign(metric=long["column"]) if "column" in long else long
     meta = long.drop_duplicates("metric").set_index("metric")
-    ci = long.set_index(["generator", "prompts", "metric"])
+    ci = long.drop_duplicates(["generator", "prompts", "metric"]).set_index(["generator", "prompts", "metric"])
     shown = wide.copy()
     renames = {}
     for m in meta.index:
@@ -98,7 +150,7 @@ def _decorated(wide: pd.DataFrame, long: pd.DataFrame) -> pd.DataFrame:
 
 def _fmt(value, row) -> str:
     if value is None or not np.isfinite(value):
-        return "failed" if row is not None and row["status"] == "failed" else "—"
+        return row["status"] if row is not None and row["status"] in ("failed", "stale") else "—"
     if row is not None and np.isfinite(row["ci_low"]):
         return f"{value:.4g} [{row['ci_low']:.3g}, {row['ci_high']:.3g}]"
     return f"{value:.4g}"

@@ -21,6 +21,7 @@ outside this module spells one of these names.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import json
 import os
@@ -80,6 +81,11 @@ def json_default(o):
     return str(o)
 
 
+def append_record(fh, record: dict) -> None:
+    """Append one JSON line to an open part file (a cut line is repaired on the next start)."""
+    fh.write(json.dumps(record) + "\n")
+
+
 def repair_jsonl(path: Path) -> None:
     """Cut a partial last line (a crash or a full disk mid-append) so appends start clean."""
     if not path.exists() or path.stat().st_size == 0:
@@ -109,6 +115,19 @@ def read_jsonl(path: Path) -> list[dict]:
                 break
             raise
     return out
+
+
+def image_set_hash(records: list[dict]) -> str:
+    h = hashlib.sha256()
+    for r in records:
+        h.update(f"{r['prompt_id']}:{r['k']}:{r.get('sha256')}".encode())
+    return h.hexdigest()
+
+
+def generation_key(ident: dict) -> dict:
+    """What makes two generations the same run (results belong to exactly one)."""
+    return {"spec_hash": ident.get("spec_hash"), "name": (ident.get("generator") or {}).get("name"),
+            "seed": ident.get("seed"), "prompts_sha256": (ident.get("prompt_set") or {}).get("sha256")}
 
 
 class RunDir:

@@ -25,7 +25,16 @@ class DummyGenerator(Generator):
     def nfe(self):
         return 1
 
+    made = 0
+
     def generate(self, prompts, seeds):
+        import os
+        import time
+
+        DummyGenerator.made += len(prompts)
+        if os.environ.get("CDM_TEST_KILL_RANK", os.environ.get("RANK", "0")) == os.environ.get("RANK", "0"):
+            _maybe_kill("CDM_TEST_KILL_GEN_AFTER", DummyGenerator.made)
+        time.sleep(float(os.environ.get("CDM_TEST_GEN_SLEEP", "0")))
         out = []
         for p, s in zip(prompts, seeds):
             if self.fail_on and self.fail_on in p:
@@ -194,7 +203,8 @@ class CountingMetric(PerImageMetric):
         with open(os.environ["CDM_TEST_CALL_LOG"], "a") as f:
             f.write("".join(f"{m['prompt_id']}_{m['k']}\n" for m in meta))
         CountingMetric.scored += len(meta)
-        _maybe_kill("CDM_TEST_KILL_AFTER", CountingMetric.scored)
+        if os.environ.get("CDM_TEST_KILL_RANK", os.environ.get("RANK", "0")) == os.environ.get("RANK", "0"):
+            _maybe_kill("CDM_TEST_KILL_AFTER", CountingMetric.scored)
         time.sleep(float(os.environ.get("CDM_TEST_SLEEP", "0")))
         return np.asarray(images, dtype=np.float64).std(axis=(1, 2, 3))
 
