@@ -144,11 +144,13 @@ class Metric(ABC):
         """Load models (called once, before the first update)."""
 
     def teardown(self) -> None:
-        """Free models and device memory (called once, after compute)."""
-        gc.collect()
+        """Free models and device memory (called once, after compute). Subclasses drop their
+        model references, then call this; on CPU reference counting frees the memory at once
+        (a full ``gc.collect()`` costs ~0.2 s per call), on a GPU the allocator's cache is emptied."""
         if str(self.device).startswith("cuda"):
             import torch
 
+            gc.collect()
             torch.cuda.empty_cache()
 
     @abstractmethod
