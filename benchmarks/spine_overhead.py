@@ -170,7 +170,9 @@ def write_markdown(res: dict, path: Path) -> None:
             lines.append(f"| {key} | {res[key]:.3f} | {op} {bound} | {'yes' if met else 'NO'} |")
     lines += ["", "speedup_2proc: `torchrun` with 1 vs 2 processes, every rank pinned to 1 thread (process scaling,",
               "as 1 vs 2 GPUs); `torchrun_1proc_all_cores_s` is one process left to use both cores. Overheads compare",
-              "the pipeline with bare model/metric calls on the same inputs (best of 3 for evaluate).",
+              "the pipeline with bare model/metric calls on the same inputs. Evaluate: best of N runs, bare and",
+              "pipeline interleaved; the bare run has its images decoded and its models loaded before the timer,",
+              "`decode_s` is what decoding every PNG once costs (work the pipeline must do).",
               *([f"The demo_* timings were recorded at {res['demo_recorded_at']} (carried over when a run",
                  "does not time a demo)."] if "demo_recorded_at" in res else []),
               "", "Raw timings (seconds):", ""]

@@ -70,7 +70,7 @@ def generate(generator, prompts, out_dir, samples_per_prompt: int = 1, batch_siz
         dist.barrier()
         all_stats = dist.all_gather(stats)
         if rank == 0:
-            _finalise(out, ps, samples_per_prompt, all_stats)
+            _finalise(out, ps, samples_per_prompt, all_stats, gen.weights_hash())
         dist.barrier()
     return out.root
 
@@ -192,7 +192,8 @@ def _write_png(out: RunDir, prompt: dict, k: int, seed: int, img: np.ndarray, sh
             "file": name, "sha256": hashlib.sha256(data).hexdigest(), "spec_hash": shash, **extra}
 
 
-def _finalise(out: RunDir, ps: PromptSet, samples_per_prompt: int, stats: list[dict]) -> None:
+def _finalise(out: RunDir, ps: PromptSet, samples_per_prompt: int, stats: list[dict],
+              weights_sha256: str | None = None) -> None:
     order = {p["id"]: i for i, p in enumerate(ps.prompts)}
     latest = {}
     for r in out.read_records():
@@ -204,5 +205,7 @@ def _finalise(out: RunDir, ps: PromptSet, samples_per_prompt: int, stats: list[d
     ident = out.read_identity()
     ident["samples_per_prompt"] = max(samples_per_prompt, ident.get("samples_per_prompt", 0))
     ident["n_images"] = len(records)
+    if weights_sha256:  # the weights really used (the same config trained elsewhere may differ)
+        ident["weights_sha256"] = weights_sha256
     ident.setdefault("timing", []).append({"ranks": stats, "time": time.time()})
     out.write_identity(ident)

@@ -106,3 +106,24 @@ def test_only_rundir_names_run_directory_files():
             if isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value in names:
                 offenders.append(f"{mod}: {node.value!r}")
     assert not offenders, offenders
+
+
+def test_progress_bars_in_a_log_are_whole_lines(capsys):
+    from cdm_bench.progress import progress_bar
+
+    bar = progress_bar(1000, "work", "it")  # stderr is captured: not a terminal
+    for _ in range(1000):
+        bar.update(1)
+    bar.close()
+    err = capsys.readouterr().err
+    assert "\r" not in err and 1 <= len(err.splitlines()) <= 3 and "1000/1000" in err
+
+
+def test_a_recipe_must_name_its_model_adapter():
+    import pytest
+
+    from cdm_bench.distill.config import load_recipe
+    from cdm_bench.errors import RecipeError
+
+    with pytest.raises(RecipeError, match="model.adapter"):
+        load_recipe({"name": "x", "model": {"teacher": "tiny"}, "losses": {"dm": {"weight": 1.0}}})
