@@ -45,7 +45,8 @@ from cdm_bench.errors import MissingDependencyError
 INPUT_FORMATS = ("uint8_nhwc", "float_nchw", "pil")
 DTYPES = ("float32", "bfloat16", "float16")
 
-__all__ = ["Metric", "PerImageMetric", "Weights", "MissingDependencyError", "convert_images", "INPUT_FORMATS"]
+__all__ = ["Metric", "PerImageMetric", "Weights", "MissingDependencyError", "convert_images", "weights_fingerprint",
+           "INPUT_FORMATS"]
 
 
 def convert_images(images: np.ndarray, fmt: str) -> Any:
@@ -99,6 +100,38 @@ class Weights:
 
     def describe(self) -> dict:
         return {k: v for k, v in asdict(self).items() if v is not None}
+
+
+_FINGERPRINTS: dict = {}
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".onnx")
+
+
+def weights_fingerprint(path) -> str | None:
+    """A content fingerprint of a local weights file or folder (None for a hub id or a missing
+    path): sha256 over each weights file's relative name, size and bytes (for files over 64 MiB,
+    their first and last 8 MiB). Memoised per (path, size, mtime)."""
+    import hashlib
+
+    if path is None or not Path(path).expanduser().exists():
+        return None
+    root = Path(path).expanduser()
+    files = [root] if root.is_file() else sorted(f for f in root.rglob("*") if f.suffix in WEIGHT_SUFFIXES)
+    h = hashlib.sha256()
+    for f in files:
+        st = f.stat()
+        key = (str(f.resolve()), st.st_size, st.st_mtime_ns)
+        if key not in _FINGERPRINTS:
+            fh = hashlib.sha256()
+            with open(f, "rb") as stream:
+                if st.st_size <= 64 << 20:
+                    fh.update(stream.read())
+                else:
+                    fh.update(stream.read(8 << 20))
+                    stream.seek(-(8 << 20), 2)
+                    fh.update(stream.read())
+            _FINGERPRINTS[key] = fh.hexdigest()
+        h.update(f"{f.relative_to(root) if f != root else f.name}:{st.st_size}:{_FINGERPRINTS[key]}".encode())
+    return h.hexdigest()[:16]
 
 
 class Metric(ABC):
