@@ -74,9 +74,11 @@ class Weights:
 
     what: str                      # human name, e.g. "ImageReward-v1.0 checkpoint"
     repo_id: str | None = None
-    filename: str | None = None
+    filename: str | None = None    # with ``snapshot``: the file that marks the repo as present
     revision: str | None = None
     path: str | None = None        # a local file or folder; wins over the hub id
+    option: str | None = None      # the metric option that takes a local path instead
+    snapshot: bool = False         # the whole repository is needed (a model folder)
 
     def locate(self) -> Path | None:
         if self.path:
@@ -93,10 +95,12 @@ class Weights:
 
     def hint(self) -> str:
         where = f"{self.path} (not found)" if self.path else None
-        hub = (f"`huggingface-cli download {self.repo_id} {self.filename}"
-               f"{' --revision ' + self.revision if self.revision else ''}` into the HF cache"
-               if self.repo_id and self.filename else None)
-        return f"{self.what}: " + "; or ".join(x for x in (where, hub, "pass its local path") if x)
+        rev = f" --revision {self.revision}" if self.revision else ""
+        files = "" if self.snapshot else f" {self.filename}"
+        hub = (f"`huggingface-cli download {self.repo_id}{files}{rev}` (with HF_HOME set as when scoring)"
+               if self.repo_id else None)
+        local = f"pass a local path as option {self.option!r}" if self.option else "pass its local path"
+        return f"{self.what}: " + "; or ".join(x for x in (where, hub, local) if x)
 
     def describe(self) -> dict:
         return {k: v for k, v in asdict(self).items() if v is not None}

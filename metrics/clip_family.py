@@ -31,11 +31,11 @@ AESTHETIC_REPO, AESTHETIC_FILE = "camenduru/improved-aesthetic-predictor", "sac+
 MAX_TOKENS = 77
 
 
-def hf_weights(what: str, ref: str, filename: str = "config.json") -> Weights:
+def hf_weights(what: str, ref: str, option: str, filename: str = "config.json") -> Weights:
     """A model folder given as a local path or a hub id (checked in the local HF cache)."""
     if Path(ref).expanduser().exists() or "/" not in ref or ref.startswith((".", "/", "~")):
-        return Weights(what, path=str(ref))
-    return Weights(what, repo_id=ref, filename=filename)
+        return Weights(what, path=str(ref), option=option)
+    return Weights(what, repo_id=ref, filename=filename, option=option, snapshot=True)
 
 
 def _torch_dtype(dtype: str):
@@ -69,9 +69,9 @@ class _ClipMetric(PerImageMetric):
         self.model = self.processor = None
 
     def weights(self) -> list[Weights]:
-        out = [hf_weights(f"{self.name} CLIP model", self.model_ref)]
+        out = [hf_weights(f"{self.name} CLIP model", self.model_ref, "model")]
         if self.processor_ref != self.model_ref:
-            out.append(hf_weights(f"{self.name} processor", self.processor_ref, "preprocessor_config.json"))
+            out.append(hf_weights(f"{self.name} processor", self.processor_ref, "processor", "preprocessor_config.json"))
         return out
 
     def setup(self) -> None:
@@ -173,8 +173,8 @@ class Aesthetic(_ClipMetric):
 
     def _head_weights(self) -> Weights:
         if self.head_ref:
-            return Weights("LAION aesthetic MLP", path=self.head_ref)
-        return Weights("LAION aesthetic MLP", repo_id=AESTHETIC_REPO, filename=AESTHETIC_FILE)
+            return Weights("LAION aesthetic MLP", path=self.head_ref, option="head")
+        return Weights("LAION aesthetic MLP", repo_id=AESTHETIC_REPO, filename=AESTHETIC_FILE, option="head")
 
     def weights(self) -> list[Weights]:
         return super().weights() + [self._head_weights()]
