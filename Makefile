@@ -4,14 +4,31 @@ VENV := .venv
 BIN := $(VENV)/bin
 # torch 2.13.0 CPU is the build the project is tested with (see README: "Environment").
 TORCH_PIN ?= torch==2.13.0
+# torchvision matching that torch (PyPI's is a CUDA build: cdm_bench/compat.py makes it import);
+# without the pin pip "fixes" the pair by pulling a 5 GB CUDA torch
+TORCHVISION_PIN ?= torchvision==0.28.0
+# scorer packages whose own pins clash with the rest: installed without their dependencies
+NODEPS_SCORERS ?= hpsv2x==1.2.0
+EVAL_VENV := .venv-eval
 
-.PHONY: venv demo demo-quick test bench clean
+.PHONY: venv eval-env demo demo-quick test bench clean
 venv: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml Makefile
 	test -d $(VENV) || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q "$(TORCH_PIN)"
-	$(BIN)/pip install -q -e ".[train,dev]"
+	$(BIN)/pip install -q -e ".[train,dev,eval]" "$(TORCH_PIN)" "$(TORCHVISION_PIN)"
+	$(BIN)/pip install -q --no-deps $(NODEPS_SCORERS)
+	touch $@
+
+# the evaluate phase's own environment (no diffusers, no training code)
+eval-env: $(EVAL_VENV)/.installed
+$(EVAL_VENV)/.installed: pyproject.toml Makefile
+	test -d $(EVAL_VENV) || $(PY) -m venv $(EVAL_VENV)
+	$(EVAL_VENV)/bin/pip install -q --upgrade pip
+	$(EVAL_VENV)/bin/pip install -q "$(TORCH_PIN)"
+	$(EVAL_VENV)/bin/pip install -q -e ".[eval]" "$(TORCH_PIN)" "$(TORCHVISION_PIN)"
+	$(EVAL_VENV)/bin/pip install -q --no-deps $(NODEPS_SCORERS)
 	touch $@
 
 demo: venv
@@ -24,4 +41,4 @@ test: venv
 	$(BIN)/python -m pytest -q -x --timeout 900
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) $(EVAL_VENV) runs .pytest_cache

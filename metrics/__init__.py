@@ -7,4 +7,8 @@ Third-party metrics register through the ``cdm_bench.metrics`` entry-point group
 BUILTIN_METRICS = {
     "toy_fid": "metrics.toy:ToyFID",
     "toy_align": "metrics.toy:ToyAlign",
+    "clipscore": "metrics.clip_family:ClipScore",
+    "pickscore": "metrics.clip_family:PickScore",
+    "aesthetic": "metrics.clip_family:Aesthetic",
+    "hpsv2": "metrics.hpsv2:HPSv2",
 }
