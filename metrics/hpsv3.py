@@ -30,7 +30,6 @@ This module imports nothing heavy: ``cdm-bench ls metrics`` and ``check()`` work
 
 from __future__ import annotations
 
-import importlib.util
 import re
 import warnings
 from pathlib import Path
@@ -125,7 +124,7 @@ def make_inferencer(model, processor, device: str):
 
     inferencer = object.__new__(HPSv3RewardInferencer)
     inferencer.model, inferencer.processor, inferencer.device = model, processor, device
-    inferencer.use_special_tokens = package_model_config().use_special_tokens
+    inferencer.use_special_tokens = model.special_token_ids is not None  # set iff hpsv3's config says so
     return inferencer
 
 
