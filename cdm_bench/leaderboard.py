@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from cdm_bench.report.stats import paired_delta, prompt_bootstrap_ci, ranks
 from cdm_bench.rundir import RunDir, find_evaluated, generation_key, image_set_hash, leaderboard_paths
 
 KEY_COLUMNS = ["generator", "recipe", "nfe", "cfg"]
@@ -69,7 +70,7 @@ def _run_rows(run: RunDir) -> list[dict]:
         status = "stale" if stale else m.get("status")
         lo = hi = float("nan")
         if not stale and m.get("per_image") and scores is not None and name in scores:
-            lo, hi = bootstrap_ci(scores[name].to_numpy(dtype=float))
+            lo, hi = prompt_bootstrap_ci(scores, name)
         base = {"generator": spec.get("name", run.root.name), "recipe": spec.get("recipe", "unknown"),
                 "nfe": spec.get("nfe_total"), "cfg": spec.get("cfg"),
                 "prompts": f"{ps.get('name')}@{ps.get('version')}", "metric": name,
@@ -112,6 +113,52 @@ def _metric_columns(long: pd.DataFrame) -> pd.Series:
     return cols
 
 
+DELTA_COLUMNS = ["delta", "delta_ci_low", "delta_ci_high", "win_rate"]
+
+
+def reference_generator(rows: pd.DataFrame, reference: str | None) -> str | None:
+    """The generator deltas are measured against: ``reference``, else the highest-NFE teacher."""
+    if reference is not None:
+        return reference if reference in set(rows["generator"]) else None
+    teachers = rows[rows["recipe"] == "teacher"]
+    if teachers.empty:
+        return None
+    return teachers.sort_values(["nfe", "generator"], ascending=[False, True], na_position="last")["generator"].iloc[0]
+
+
+def add_comparisons(long: pd.DataFrame, reference: str | None = None) -> pd.DataFrame:
+    """Paired deltas (prompt bootstrap) against the reference, per-prompt win rates and ranks,
+    per (prompt set, metric column), on the main rows."""
+    long = long.copy()
+    for col in DELTA_COLUMNS + ["rank", "reference"]:
+        long[col] = np.nan if col != "reference" else ""
+    main = long[long["sub"] == ""]
+    cache: dict[str, pd.DataFrame | None] = {}
+
+    def scores(run: str):
+        if run not in cache:
+            cache[run] = RunDir(run).read_scores()
+        return cache[run]
+
+    for (_, column), group in main.groupby(["prompts", "column"]):
+        hib = bool(group["higher_is_better"].iloc[0])
+        long.loc[group.index, "rank"] = ranks(group["mean"], hib)
+        ref = reference_generator(group, reference)
+        if ref is None:
+            continue
+        ref_row = group[group["generator"] == ref].iloc[0]
+        ref_scores = scores(ref_row["run"])
+        long.loc[group.index, "reference"] = ref
+        for i, row in group.iterrows():
+            mine = scores(row["run"])
+            if ref_scores is None or mine is None or row["metric"] not in mine or ref_row["metric"] not in ref_scores:
+                continue
+            d = paired_delta(mine.rename(columns={row["metric"]: "_v"}), ref_scores.rename(columns={ref_row["metric"]: "_v"}),
+                             "_v", hib)
+            long.loc[i, DELTA_COLUMNS] = [d[c] for c in DELTA_COLUMNS]
+    return long
+
+
 def wide_table(long: pd.DataFrame) -> pd.DataFrame:
     if long.empty:
         return pd.DataFrame(columns=KEY_COLUMNS)
@@ -120,11 +167,15 @@ def wide_table(long: pd.DataFrame) -> pd.DataFrame:
     keyed = long.assign(nfe=long["nfe"].fillna(-1), cfg=long["cfg"].fillna(-1))
     if "column" in keyed:
         keyed = keyed.assign(metric=keyed["column"])
-    wide = keyed.groupby(idx + ["metric"], dropna=False)["mean"].first().unstack("metric")
+    stats = ["mean", "ci_low", "ci_high"] + [c for c in ("delta", "delta_ci_low", "delta_ci_high") if c in keyed]
+    pieces = []
+    for stat in stats:
+        piece = keyed.groupby(idx + ["metric"], dropna=False)[stat].first().unstack("metric")
+        pieces.append(piece if stat == "mean" else piece.add_suffix(f"_{stat}"))
     n = keyed.groupby(idx)["n"].max()
-    wide = wide.join(n).reset_index()
+    wide = pd.concat(pieces, axis=1).join(n).reset_index()
     wide[["nfe", "cfg"]] = wide[["nfe", "cfg"]].replace(-1, np.nan)
-    metric_cols = sorted(keyed["metric"].unique())
+    metric_cols = [f"{m}{'' if st == 'mean' else '_' + st}" for m in sorted(keyed["metric"].unique()) for st in stats]
     wide = wide[KEY_COLUMNS + metric_cols + ["prompts", "n"]]
     order = wide["recipe"].map(lambda r: RECIPE_ORDER.get(r, 2))
     wide = wide.assign(_o=order, _nfe=-wide["nfe"].fillna(0)).sort_values(["_o", "recipe", "_nfe", "generator"])
@@ -156,17 +207,34 @@ def _fmt(value, row) -> str:
     return f"{value:.4g}"
 
 
-def write_leaderboard(run_dirs, out_dir) -> dict[str, Path]:
-    """Build the tables from ``run_dirs`` and write CSV/HTML/Markdown into ``out_dir``."""
+def write_leaderboard(run_dirs, out_dir, reference: str | None = None, metrics: list[str] | None = None,
+                      generators: list[str] | None = None) -> dict[str, Path]:
+    """Build the tables from ``run_dirs`` (optionally only some metrics / generators) and write
+    CSV/HTML/Markdown into ``out_dir``."""
+    from cdm_bench.errors import SpecError
+
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     long = long_table(find_runs(run_dirs))
+    for key, wanted in (("metric", metrics), ("generator", generators)):
+        if wanted:
+            unknown = sorted(set(wanted) - set(long.get(key, [])))
+            if unknown:
+                raise SpecError(f"--{key}s {unknown} not in these runs (found: {sorted(set(long.get(key, [])))})")
+            long = long[long[key].isin(wanted)]
+    if reference is not None and reference not in set(long.get("generator", [])):
+        raise SpecError(f"--reference {reference!r} is not a generator of these runs")
+    out.mkdir(parents=True, exist_ok=True)
+    if not long.empty:
+        long = add_comparisons(long, reference)
     wide = wide_table(long)
     paths = leaderboard_paths(out)
     wide.to_csv(paths["csv"], index=False)
     long.to_csv(paths["long_csv"], index=False)
     shown = _decorated(wide, long)
-    note = "Means; per-image metrics show a bootstrap 95% CI over images. ↑ higher is better, ↓ lower."
+    note = ("Means; per-image metrics show a 95% bootstrap CI that resamples prompts (a prompt's samples "
+            "together). ↑ higher is better, ↓ lower. leaderboard.csv adds each metric's paired delta to the "
+            "reference generator (default: the highest-NFE teacher) with its CI; leaderboard_long.csv the "
+            "per-prompt win rate and the rank.")
     paths["md"].write_text("# Leaderboard\n\n" + shown.to_markdown(index=False) + f"\n\n{note}\n")
     html = shown.to_html(index=False, na_rep="—", border=0, classes="leaderboard")
     paths["html"].write_text(_HTML.format(table=html, note=note))

@@ -96,3 +96,22 @@ def test_bootstrap_ci_brackets_the_mean():
     x = np.random.default_rng(0).normal(5.0, 1.0, 400)
     lo, hi = bootstrap_ci(x)
     assert lo < x.mean() < hi and hi - lo == pytest.approx(2 * 1.96 / 20, rel=0.2)
+
+
+def test_paired_deltas_win_rates_and_filters(two_runs, tmp_path):
+    for d in two_runs:
+        evaluate(d, "brightness", progress=False)
+    paths = write_leaderboard([tmp_path], tmp_path / "lb", reference="dark")
+    wide = pd.read_csv(paths["csv"]).set_index("generator")
+    assert wide.loc["dark", "brightness_delta"] == 0 and wide.loc["dark", "brightness_delta_ci_low"] == 0
+    assert wide.loc["bright", "brightness_delta"] > 0 and wide.loc["bright", "brightness_delta_ci_low"] > 0
+    assert wide.loc["bright", "brightness_ci_low"] < wide.loc["bright", "brightness"] < wide.loc["bright", "brightness_ci_high"]
+    long = pd.read_csv(paths["long_csv"], keep_default_na=False).set_index("generator")
+    assert long.loc["bright", "win_rate"] == 1.0 and long.loc["bright", "rank"] == 1 and long.loc["dark", "rank"] == 2
+    assert long.loc["bright", "reference"] == "dark"
+    from cdm_bench.cli import main
+
+    assert main(["leaderboard", str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(tmp_path / "lb2"),
+                 "--generators", "bright"]) == 0
+    assert pd.read_csv(tmp_path / "lb2" / "leaderboard.csv")["generator"].tolist() == ["bright"]
+    assert main(["leaderboard", str(tmp_path), "--out", str(tmp_path / "lb3"), "--reference", "nobody"]) == 2

@@ -36,6 +36,10 @@ def add_parser(sub) -> None:
     lb = sub.add_parser("leaderboard", help="build leaderboard.{csv,html,md} from evaluated runs")
     lb.add_argument("runs", nargs="+", metavar="RUN_DIR")
     lb.add_argument("--out", required=True)
+    lb.add_argument("--reference", default=None,
+                    help="generator that paired deltas compare against (default: the highest-NFE teacher)")
+    lb.add_argument("--metrics", default=None, help="comma-separated metric instances to keep")
+    lb.add_argument("--generators", default=None, help="comma-separated generator names to keep")
     lb.set_defaults(func=run_leaderboard)
 
 
@@ -82,7 +86,8 @@ def run_evaluate(args) -> int:
 def run_leaderboard(args) -> int:
     from cdm_bench.leaderboard import write_leaderboard
 
-    paths = write_leaderboard(args.runs, args.out)
+    split = lambda v: [x.strip() for x in v.split(",") if x.strip()] if v else None  # noqa: E731
+    paths = write_leaderboard(args.runs, args.out, args.reference, split(args.metrics), split(args.generators))
     print(paths["md"].read_text())
     print(f"leaderboard: {paths['csv']} (also .html, .md)")
     return 0

@@ -1,0 +1,1 @@
+"""Leaderboard statistics and reports built from stored per-image scores."""
