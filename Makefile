@@ -11,7 +11,7 @@ TORCHVISION_PIN ?= torchvision==0.28.0
 NODEPS_SCORERS ?= hpsv2x==1.2.0
 EVAL_VENV := .venv-eval
 
-.PHONY: venv eval-env demo demo-quick test bench clean
+.PHONY: venv eval-env browser demo demo-quick test bench clean
 venv: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml Makefile
 	test -d $(VENV) || $(PY) -m venv $(VENV)
@@ -37,7 +37,12 @@ demo: venv
 demo-quick: venv
 	$(BIN)/cdm-bench demo --out runs/demo-quick --quick
 
-test: venv
+# the report test opens the HTML report in headless Chromium (Debian's package; root installs it)
+browser:
+	@command -v chromium >/dev/null 2>&1 || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+		apt-get install -y -qq chromium >/dev/null) || echo "chromium not installed: the browser test is skipped"
+
+test: venv browser
 	$(BIN)/python -m pytest -q -x --timeout 900
 
 clean:

@@ -236,17 +236,9 @@ def write_leaderboard(run_dirs, out_dir, reference: str | None = None, metrics: 
             "reference generator (default: the highest-NFE teacher) with its CI; leaderboard_long.csv the "
             "per-prompt win rate and the rank.")
     paths["md"].write_text("# Leaderboard\n\n" + shown.to_markdown(index=False) + f"\n\n{note}\n")
-    html = shown.to_html(index=False, na_rep="—", border=0, classes="leaderboard")
-    paths["html"].write_text(_HTML.format(table=html, note=note))
+    from cdm_bench.report.html import write_html
+    from cdm_bench.report.tables import latex_table
+
+    paths["tex"].write_text(latex_table(wide, long) if not wide.empty else "")
+    write_html(paths["html"], wide, long)
     return paths
-
-
-_HTML = """<!doctype html>
-<html><head><meta charset="utf-8"><title>cdm-bench leaderboard</title>
-<style>body{{font-family:sans-serif;margin:2em}} table{{border-collapse:collapse}}
-td,th{{padding:4px 10px;border-bottom:1px solid #ddd;text-align:right}}
-th{{background:#f4f4f4}}</style></head>
-<body><h1>Leaderboard</h1>
-{table}
-<p>{note}</p></body></html>
-"""

@@ -310,7 +310,7 @@ class RunDir:
 
 
 LEADERBOARD_FILES = {"csv": "leaderboard.csv", "long_csv": "leaderboard_long.csv",
-                     "html": "leaderboard.html", "md": "leaderboard.md"}
+                     "html": "leaderboard.html", "md": "leaderboard.md", "tex": "leaderboard.tex"}
 
 
 def leaderboard_paths(out_dir) -> dict[str, Path]:
