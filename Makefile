@@ -8,10 +8,11 @@ TORCH_PIN ?= torch==2.13.0
 # without the pin pip "fixes" the pair by pulling a 5 GB CUDA torch
 TORCHVISION_PIN ?= torchvision==0.28.0
 # scorer packages whose own pins clash with the rest: installed without their dependencies
-NODEPS_SCORERS ?= hpsv2x==1.2.0
+NODEPS_SCORERS ?= hpsv2x==1.2.0 image-reward==1.5
 EVAL_VENV := .venv-eval
+HPSV3_VENV := .venv-hpsv3
 
-.PHONY: venv eval-env browser demo demo-quick test bench clean
+.PHONY: venv eval-env eval-env-hpsv3 browser demo demo-quick test bench clean
 venv: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml Makefile
 	test -d $(VENV) || $(PY) -m venv $(VENV)
@@ -37,13 +38,19 @@ demo: venv
 demo-quick: venv
 	$(BIN)/cdm-bench demo --out runs/demo-quick --quick
 
+# HPSv3 pins transformers 4.45.2: its own environment (see scripts/make_hpsv3_env.sh)
+eval-env-hpsv3: $(HPSV3_VENV)/.installed
+$(HPSV3_VENV)/.installed: scripts/make_hpsv3_env.sh pyproject.toml
+	PYTHON=$(PY) TORCH_PIN="$(TORCH_PIN)" TORCHVISION_PIN="$(TORCHVISION_PIN)" bash scripts/make_hpsv3_env.sh .
+	touch $@
+
 # the report test opens the HTML report in headless Chromium (Debian's package; root installs it)
 browser:
 	@command -v chromium >/dev/null 2>&1 || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
 		apt-get install -y -qq chromium >/dev/null) || echo "chromium not installed: the browser test is skipped"
 
-test: venv browser
+test: venv eval-env-hpsv3 browser
 	$(BIN)/python -m pytest -q -x --timeout 900
 
 clean:
-	rm -rf $(VENV) $(EVAL_VENV) runs .pytest_cache
+	rm -rf $(VENV) $(EVAL_VENV) $(HPSV3_VENV) runs .pytest_cache

@@ -11,4 +11,6 @@ BUILTIN_METRICS = {
     "pickscore": "metrics.clip_family:PickScore",
     "aesthetic": "metrics.clip_family:Aesthetic",
     "hpsv2": "metrics.hpsv2:HPSv2",
+    "imagereward": "metrics.imagereward:ImageReward",
+    "hpsv3": "metrics.hpsv3:HPSv3",
 }
