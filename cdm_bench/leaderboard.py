@@ -183,19 +183,29 @@ def wide_table(long: pd.DataFrame) -> pd.DataFrame:
 
 
 def _decorated(wide: pd.DataFrame, long: pd.DataFrame) -> pd.DataFrame:
-    """Metric headers with version and ↑/↓; means with their CI where known."""
+    """Metric headers with version and ↑/↓; means with their CI where known, best in bold, second
+    in italics, and the number of prompts a scorer truncated."""
+    from cdm_bench.report.tables import best_two
+
+    subs = long[long["sub"].fillna("") == "truncated_prompts"] if "sub" in long else long.iloc[:0]
+    truncated = {(g, p, m): int(v) for g, p, m, v in zip(subs["generator"], subs["prompts"],
+                                                          subs.get("column", subs["metric"]), subs["mean"]) if v > 0}
     long = long[long["sub"].fillna("") == ""] if "sub" in long else long
     long = long.assign(metric=long["column"]) if "column" in long else long
     meta = long.drop_duplicates("metric").set_index("metric")
     ci = long.drop_duplicates(["generator", "prompts", "metric"]).set_index(["generator", "prompts", "metric"])
-    shown = wide.copy()
+    shown = wide[[c for c in wide.columns if not c.endswith(("_ci_low", "_ci_high", "_delta"))]].copy()
     renames = {}
     for m in meta.index:
         arrow = "↑" if meta.loc[m, "higher_is_better"] else "↓"
         renames[m] = f"{m}@{meta.loc[m, 'version']} {arrow}"
-        shown[m] = [
-            _fmt(v, ci.loc[(g, p, m)] if (g, p, m) in ci.index else None)
-            for g, p, v in zip(wide["generator"], wide["prompts"], wide[m])]
+        best, second = best_two(wide[m], bool(meta.loc[m, "higher_is_better"]))
+        cells = []
+        for i, (g, p, v) in enumerate(zip(wide["generator"], wide["prompts"], wide[m])):
+            text = _fmt(v, ci.loc[(g, p, m)] if (g, p, m) in ci.index else None)
+            text = f"**{text}**" if i in best else f"*{text}*" if i in second else text
+            cells.append(text + (f" ({truncated[(g, p, m)]} prompts truncated)" if (g, p, m) in truncated else ""))
+        shown[m] = cells
     return shown.rename(columns=renames)
 
 

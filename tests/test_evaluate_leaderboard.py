@@ -115,3 +115,16 @@ def test_paired_deltas_win_rates_and_filters(two_runs, tmp_path):
                  "--generators", "bright"]) == 0
     assert pd.read_csv(tmp_path / "lb2" / "leaderboard.csv")["generator"].tolist() == ["bright"]
     assert main(["leaderboard", str(tmp_path), "--out", str(tmp_path / "lb3"), "--reference", "nobody"]) == 2
+
+
+def test_markdown_marks_best_and_shows_truncation(two_runs, tmp_path):
+    import json
+
+    for d in two_runs:
+        evaluate(d, "brightness", progress=False)
+    res = json.loads((two_runs[1] / "results.json").read_text())
+    res["metrics"]["brightness"]["values"] = {"truncated_prompts": 3.0}
+    (two_runs[1] / "results.json").write_text(json.dumps(res))
+    md = write_leaderboard([tmp_path], tmp_path / "lb")["md"].read_text()
+    bright = next(ln for ln in md.splitlines() if ln.startswith("| bright"))
+    assert "**" in bright and "(3 prompts truncated)" in bright

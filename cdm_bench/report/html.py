@@ -126,11 +126,16 @@ def provenance(long: pd.DataFrame) -> list[dict]:
 
 def table_rows(wide: pd.DataFrame, long: pd.DataFrame, metrics: dict[str, bool]) -> list[dict]:
     marks = {m: best_two(wide[m], hib) for m, hib in metrics.items()}
+    subs = long[long["sub"] == "truncated_prompts"] if "sub" in long else long.iloc[:0]
+    truncated = {(g, p, m): int(v) for g, p, m, v in zip(subs["generator"], subs["prompts"], subs["column"], subs["mean"])
+                 if v > 0}
     rows = []
     for i, row in wide.iterrows():
         cells = []
         for m in metrics:
             text = format_ci(row[m], row.get(f"{m}_ci_low"), row.get(f"{m}_ci_high"))
+            if (row["generator"], row["prompts"], m) in truncated:
+                text += f" ({truncated[(row['generator'], row['prompts'], m)]} prompts truncated)"
             cls = "best" if i in marks[m][0] else "second" if i in marks[m][1] else ""
             cells.append({"text": text, "sort": "" if pd.isna(row[m]) else float(row[m]), "cls": cls})
         rows.append({"generator": row["generator"], "recipe": row["recipe"],

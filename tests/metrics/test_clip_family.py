@@ -152,10 +152,12 @@ def test_missing_weights_is_one_clear_error(tmp_path, monkeypatch):
         assert "\n" not in msg and all(n in msg for n in needles), msg
 
 
-def test_missing_package_is_one_clear_error(monkeypatch):
+@pytest.mark.parametrize("cls", [ClipScore, PickScore, Aesthetic])
+def test_missing_package_is_one_clear_error(monkeypatch, cls):
     import importlib.util
 
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: None if n == "transformers" else real(n, *a))
-    with pytest.raises(MissingDependencyError, match=r"transformers.*cdm-bench\[eval\].*make eval-env"):
-        ClipScore(model="/nonexistent").check()
+    with pytest.raises(MissingDependencyError, match=r"transformers.*cdm-bench\[eval\].*make eval-env") as err:
+        cls(model="/nonexistent").check()
+    assert "\n" not in str(err.value) and "/nonexistent" in str(err.value)
