@@ -31,6 +31,7 @@ import hashlib
 import io
 import json
 import logging
+import math
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
@@ -141,6 +142,8 @@ def build_plans(metrics, batch_size: int, device: str, dtype: str) -> list[Metri
         bs = int(bs or metric.batch_size or batch_size)
         if bs < 1:
             raise SpecError(f"metric {instance!r}: batch_size must be >= 1, got {bs}")
+        group = max(int(getattr(metric, "group_size", 1) or 1), 1)
+        bs = -(-bs // group) * group  # whole groups per batch
         plans.append(MetricPlan(instance, name, opts, bs, metric))
     return plans
 
@@ -210,7 +213,9 @@ def evaluate(images_dir, metrics, out_dir=None, batch_size: int = 32, device: st
         error = dist.broadcast(error)
         if error:
             raise RunConflictError(error)
-        ctx = _Context(src, dst, ident, records, rank, size, int(chunk_size), progress)
+        group = math.lcm(*[max(int(getattr(p.metric, "group_size", 1) or 1), 1) for p in plans])
+        chunk = -(-int(chunk_size) // group) * group  # whole groups per chunk
+        ctx = _Context(src, dst, ident, records, rank, size, chunk, progress)
         results, frame = ctx.load_previous()
         todo = [p for p in plans if force or not ctx.reusable(p, results, frame)]
         if rank == 0:

@@ -149,6 +149,9 @@ class Metric(ABC):
     env_hint: str | None = None
     #: preferred batch size (None: evaluate's --batch-size)
     batch_size: int | None = None
+    #: images that must reach update() together (e.g. a prompt's 4 samples for a 2x2 grid):
+    #: evaluate rounds batch and chunk sizes up to multiples of it (records are in prompt order)
+    group_size: int = 1
 
     def __init__(self, device: str = "cpu", dtype: str = "float32", **options: Any):
         if options:
