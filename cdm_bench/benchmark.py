@@ -10,8 +10,8 @@ A spec (YAML)::
     generators:                    # registry names, YAML paths or inline specs
       - {generator: toy-real, name: reference}
       - {generator: toy, name: teacher-50-cfg2, nfe: 50, guidance: 2.0}
-    prompts: [toy]
-    metrics: [toy_fid, {name: toy_align, scorer: demo}]
+    prompts: [toy]                 # or {set: NAME, metrics: [...], samples_per_prompt: K, limit: N}
+    metrics: [toy_fid, {name: toy_align, scorer: demo}]   # default: each prompt set's default_metrics
     eval_python: null              # run the evaluate phase under another interpreter (eval env);
                                    # a metric entry's own eval_python key sends it elsewhere:
                                    # {name: hpsv3, eval_python: .venv-hpsv3/bin/python}
@@ -36,11 +36,35 @@ from cdm_bench.generator import build_generator
 from cdm_bench.prompts import load_prompt_set
 
 
+PROMPT_ENTRY_KEYS = {"set", "metrics", "samples_per_prompt", "limit"}
+
+
+@dataclass
+class PromptEntry:
+    """One prompt set of a benchmark and what is done with it."""
+
+    set: str
+    metrics: list | None = None         # None: the spec's metrics, else the set's default_metrics
+    samples_per_prompt: int | None = None
+    limit: int | None = None
+
+    @classmethod
+    def parse(cls, entry) -> "PromptEntry":
+        if isinstance(entry, str):
+            return cls(entry)
+        if not isinstance(entry, dict) or "set" not in entry:
+            raise SpecError(f"benchmark spec: a prompts entry is a set name/path or a mapping with 'set': {entry!r}")
+        unknown = sorted(set(entry) - PROMPT_ENTRY_KEYS)
+        if unknown:
+            raise SpecError(f"benchmark spec: unknown key(s) {unknown} in prompts entry; allowed: {sorted(PROMPT_ENTRY_KEYS)}")
+        return cls(**entry)
+
+
 @dataclass
 class BenchmarkSpec:
     generators: list
     prompts: list
-    metrics: list
+    metrics: list = field(default_factory=list)
     name: str = "benchmark"
     seed: int = 0
     samples_per_prompt: int = 1
@@ -58,7 +82,7 @@ class BenchmarkSpec:
         unknown = sorted(set(d) - allowed)
         if unknown:
             raise SpecError(f"benchmark spec: unknown key(s) {unknown}; allowed: {sorted(allowed)}")
-        missing = [k for k in ("generators", "prompts", "metrics") if not d.get(k)]
+        missing = [k for k in ("generators", "prompts") if not d.get(k)]
         if missing:
             raise SpecError(f"benchmark spec: missing or empty {missing}")
         return cls(**d)
@@ -73,34 +97,51 @@ class BenchmarkSpec:
         return cls.from_dict(data)
 
 
+def generator_names(spec: BenchmarkSpec) -> list[str]:
+    for g in spec.generators:
+        if not isinstance(g, (dict, str)):
+            raise SpecError(f"benchmark spec: a generator entry must be a name, a path or a mapping: {g!r}")
+    names = [build_generator(g)[1]["name"] for g in spec.generators]  # builds no weights
+    if len(set(names)) != len(names):
+        raise SpecError(f"benchmark spec: generator names must be unique, got {names}")
+    return names
+
+
+def entry_metrics(entry: PromptEntry, spec: BenchmarkSpec, default_metrics: list) -> list:
+    metrics = entry.metrics if entry.metrics is not None else (spec.metrics or default_metrics)
+    if not metrics:
+        raise SpecError(f"benchmark spec: no metrics for prompt set {entry.set!r} (give the spec or the "
+                        f"entry 'metrics', or a set with default_metrics)")
+    return metrics
+
+
 def run_benchmark(spec: BenchmarkSpec, out_dir, progress: bool = True) -> Path | None:
-    """Run every (generator, prompt set) pair; returns the leaderboard folder (rank 0)."""
+    """Run every (generator, prompt set) pair; returns the leaderboard folder (rank 0).
+    Under torchrun/accelerate every rank generates and scores its share."""
     from cdm_bench.generate import generate
 
     out = Path(out_dir)
-    prompt_sets = [load_prompt_set(p, limit=spec.limit) for p in spec.prompts]
-    gen_specs = list(spec.generators)
-    for g in gen_specs:
-        if not isinstance(g, (dict, str)):
-            raise SpecError(f"benchmark spec: a generator entry must be a name, a path or a mapping: {g!r}")
-    names = [build_generator(g)[1]["name"] for g in gen_specs]
-    if len(set(names)) != len(names):
-        raise SpecError(f"benchmark spec: generator names must be unique, got {names}")
-    run_dirs = []
+    entries = [PromptEntry.parse(p) for p in spec.prompts]
+    prompt_sets = [load_prompt_set(e.set, limit=e.limit if e.limit is not None else spec.limit) for e in entries]
+    plans = [(e, ps, entry_metrics(e, spec, ps.default_metrics)) for e, ps in zip(entries, prompt_sets)]
+    names = generator_names(spec)
+    for _, _, metrics in plans:
+        metric_groups(metrics, spec.eval_python)  # metric entries checked before any work
+    scored = []
     with dist.process_group() as (rank, _):
-        for g, name in zip(gen_specs, names):
-            for ps in prompt_sets:
+        for g, name in zip(spec.generators, names):
+            for entry, ps, metrics in plans:
                 run_dir = out / "runs" / name / ps.key
-                generate(g, ps, run_dir, spec.samples_per_prompt, spec.batch_size, spec.seed,
-                         spec.overwrite, progress=progress)
-                run_dirs.append(run_dir)
+                generate(g, ps, run_dir, entry.samples_per_prompt or spec.samples_per_prompt, spec.batch_size,
+                         spec.seed, spec.overwrite, progress=progress)
+                scored.append((run_dir, metrics))
+        for run_dir, metrics in scored:
+            evaluate_dir(run_dir, metrics, spec, progress)
         if rank != 0:
             return None
-    for run_dir in run_dirs:
-        evaluate_dir(run_dir, spec.metrics, spec, progress)
     from cdm_bench.leaderboard import write_leaderboard
 
-    write_leaderboard(run_dirs, out)
+    write_leaderboard([r for r, _ in scored], out)
     return out
 
 
@@ -120,7 +161,8 @@ def metric_groups(metrics: list, default_python: str | None) -> dict:
 
 
 def evaluate_dir(run_dir: Path, metrics: list, spec: BenchmarkSpec, progress: bool) -> None:
-    """Evaluate each group of metrics in-process or under its interpreter (an eval env)."""
+    """Evaluate each group of metrics in-process (sharded over the launched ranks) or under its
+    interpreter (an eval env; rank 0 launches it)."""
     for python, group in metric_groups(metrics, spec.eval_python).items():
         if not python:
             from cdm_bench.evaluate import evaluate
@@ -128,7 +170,9 @@ def evaluate_dir(run_dir: Path, metrics: list, spec: BenchmarkSpec, progress: bo
             evaluate(run_dir, group, batch_size=spec.eval_batch_size, allow_partial=spec.allow_partial,
                      progress=progress)
         else:
-            _evaluate_with(python, run_dir, group, spec)
+            if dist.world()[0] == 0:
+                _evaluate_with(python, run_dir, group, spec)
+            dist.barrier()
 
 
 def _evaluate_with(python: str, run_dir: Path, metrics: list, spec: BenchmarkSpec) -> None:

@@ -34,7 +34,7 @@ from cdm_bench.errors import SpecError
 from cdm_bench.paths import prompts_dir
 from cdm_bench.registry import PROMPTS, Registry
 
-SPEC_KEYS = {"name", "version", "description", "license", "count", "default_metrics", "source"}
+SPEC_KEYS = {"name", "version", "description", "license", "count", "default_metrics", "source", "homepage"}
 
 
 class PromptSource:
@@ -56,25 +56,37 @@ class InlineSource(PromptSource):
         return [_row(i, p, name) for i, p in enumerate(source.get("prompts") or [])]
 
 
+def data_file(source: dict, name: str, spec_path: Path, what: str = "data file") -> Path:
+    """A source's local ``path`` (relative to the spec), checked to exist and, when pinned, its sha256."""
+    if "path" not in source:
+        raise SpecError(f"{spec_path}: a {source.get('type')!r} source needs 'path'")
+    file = Path(source["path"]).expanduser()
+    file = file if file.is_absolute() else spec_path.parent / file
+    if not file.exists():
+        raise SpecError(f"prompt set {name!r}: {what} {file} not found; download it and put it there "
+                        f"(see {spec_path})")
+    if source.get("sha256") and file.is_file() and _sha(file) != source["sha256"]:
+        raise SpecError(f"prompt set {name!r}: {file} has sha256 {_sha(file)[:12]}..., not the pinned "
+                        f"{str(source['sha256'])[:12]}...: a different version of the file")
+    return file
+
+
 class FileSource(PromptSource):
-    keys = frozenset({"path", "sha256"})
+    """.txt / .jsonl / .csv / .tsv; ``prompt_column`` / ``id_column`` name the columns when the
+    published format spells them differently (PartiPrompts: ``Prompt``)."""
+
+    keys = frozenset({"path", "sha256", "prompt_column", "id_column"})
 
     def load(self, source, *, name, count, spec_path):
-        if "path" not in source:
-            raise SpecError(f"{spec_path}: a 'file' source needs 'path'")
-        file = Path(source["path"]).expanduser()
-        file = file if file.is_absolute() else spec_path.parent / file
-        if not file.is_file():
-            raise SpecError(f"prompt set {name!r}: data file {file} not found; download it and "
-                            f"put it there (see {spec_path})")
-        if source.get("sha256") and _sha(file) != source["sha256"]:
-            raise SpecError(f"prompt set {name!r}: {file} does not match the pinned sha256")
-        return _read_file(file)
+        file = data_file(source, name, spec_path)
+        return _read_file(file, source.get("prompt_column", "prompt"), source.get("id_column", "id"))
 
 
 def _discover_sources(reg: Registry) -> None:
     reg.register("inline", InlineSource)
     reg.register("file", FileSource)
+    reg.register("hpsv2", "cdm_bench.prompt_sources:HPSv2Benchmark")
+    reg.register("coco", "cdm_bench.prompt_sources:CocoCaptions")
 
 
 PROMPT_SOURCES = Registry("prompt source", "cdm_bench.prompt_sources", _discover_sources, base=PromptSource)
@@ -149,8 +161,9 @@ def _from_spec(path: Path) -> PromptSet:
                         f"allowed: {sorted(loader.keys)}")
     count = spec.get("count")
     prompts = loader.load(source, name=name, count=None if count is None else int(count), spec_path=path)
-    if count is not None and not loader.makes_count:
-        prompts = prompts[: int(count)]
+    if count is not None and not loader.makes_count and len(prompts) != int(count):
+        raise SpecError(f"prompt set {name!r}: expected {int(count)} prompts, the data has {len(prompts)} "
+                        f"(a different or truncated version of the file? see {path})")
     return PromptSet(name, str(spec.get("version", "1")), prompts,
                      list(spec.get("default_metrics") or []), source)
 
@@ -173,7 +186,7 @@ def _read_text(path: Path) -> str:
         raise SpecError(f"{path}: not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
 
 
-def _read_file(path: Path) -> list[dict]:
+def _read_file(path: Path, prompt_column: str = "prompt", id_column: str = "id") -> list[dict]:
     suffix = path.suffix.lower()
     if suffix == ".txt":
         lines = [ln.strip() for ln in _read_text(path).splitlines()]
@@ -196,8 +209,11 @@ def _read_file(path: Path) -> list[dict]:
         raise SpecError(f"unsupported prompt file type {path.suffix!r}: use .txt, .jsonl, .csv, .tsv or a .yaml spec")
     if rows and not isinstance(rows[0], dict):
         raise SpecError(f"{path}: each line must be a JSON object with a 'prompt' field")
-    if rows and "prompt" not in rows[0]:
-        raise SpecError(f"{path}: rows need a 'prompt' field (found {sorted(rows[0])})")
+    if rows and prompt_column not in rows[0]:
+        raise SpecError(f"{path}: rows need a {prompt_column!r} field (found {sorted(rows[0])})")
+    if prompt_column != "prompt" or id_column != "id":
+        rows = [{**{k: v for k, v in r.items() if k not in (prompt_column, id_column)}, "prompt": r[prompt_column],
+                 **({"id": r[id_column]} if id_column in r else {})} for r in rows]
     out = [_row(i, r, path.stem) for i, r in enumerate(rows)]
     empty = [r["id"] for r in out if not str(r.get("prompt") or "").strip()]
     if empty:

@@ -192,10 +192,20 @@ def _discover_recipes(reg: Registry) -> None:
         reg.register(path.stem, str(path), kind="file")
 
 
+def _discover_benchmarks(reg: Registry) -> None:
+    from cdm_bench.paths import recipes_dir
+
+    for path in sorted((recipes_dir() / "benchmarks").glob("*.yaml")):
+        reg.register(path.stem, str(path), kind="file")
+
+
 METRICS = Registry("metric", "cdm_bench.metrics", _discover_metrics, base="cdm_bench.metric:Metric")
 GENERATORS = Registry("generator", "cdm_bench.generators", _discover_generators,
                       base="cdm_bench.generator:Generator")
 PROMPTS = Registry("prompt set", None, _discover_prompts)
 RECIPES = Registry("recipe", None, _discover_recipes)
 
-REGISTRIES = {"metrics": METRICS, "generators": GENERATORS, "prompts": PROMPTS, "recipes": RECIPES}
+BENCHMARKS = Registry("benchmark", None, _discover_benchmarks)
+
+REGISTRIES = {"metrics": METRICS, "generators": GENERATORS, "prompts": PROMPTS, "recipes": RECIPES,
+              "benchmarks": BENCHMARKS}

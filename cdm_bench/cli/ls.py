@@ -5,7 +5,7 @@ from __future__ import annotations
 
 def add_parser(sub) -> None:
     p = sub.add_parser("ls", help="list registered metrics, generators, prompt sets or recipes")
-    p.add_argument("kind", choices=["metrics", "generators", "prompts", "recipes"])
+    p.add_argument("kind", choices=["metrics", "generators", "prompts", "recipes", "benchmarks"])
     p.set_defaults(func=run)
 
 
