@@ -69,3 +69,24 @@ def test_metrics_can_go_to_different_interpreters(spec_file, tmp_path, monkeypat
                          for p, m in calls)
     df = pd.read_csv(tmp_path / "out" / "leaderboard.csv")
     assert "brightness" in df.columns  # the in-process group was scored here
+
+
+def test_dry_run_lists_the_plan_and_loads_nothing(tmp_path, monkeypatch, capsys):
+    from cdm_bench.metric import Metric
+
+    monkeypatch.setattr(Metric, "setup", lambda self: (_ for _ in ()).throw(AssertionError("loaded weights")))
+    spec = tmp_path / "paper.yaml"
+    spec.write_text(
+        "name: paper\nsamples_per_prompt: 2\n"
+        "generators:\n  - {generator: diffusers, name: big, model: org/some-model, nfe: 4, guidance: 1.0}\n"
+        "  - {generator: toy, name: toy-4, preset: tiny, nfe: 4}\n"
+        "prompts:\n  - {set: pickapic, metrics: [clipscore, {name: toy_align, scorer: tiny, eval_python: /env/bin/python}]}\n"
+        "  - {set: toy-small}\n")
+    assert main(["run", "--dry-run", str(spec)]) == 0
+    out = capsys.readouterr().out
+    assert "4 generator x prompt-set runs" in out and str(2 * 2 * (2048 + 32)) + " images" in out
+    assert "pickapic@flow-grpo-test" in out and "4096" in out and "data missing" in out
+    assert "/env/bin/python" in out and "cdm-bench[eval] / make eval-env" in out
+    assert main(["run", "--dry-run", "toy-world"]) == 0  # a name under recipes/benchmarks
+    assert "toy-world" in capsys.readouterr().out
+    assert main(["ls", "benchmarks"]) == 0 and "toy-world" in capsys.readouterr().out
