@@ -87,6 +87,7 @@ def _discover_sources(reg: Registry) -> None:
     reg.register("file", FileSource)
     reg.register("hpsv2", "cdm_bench.prompt_sources:HPSv2Benchmark")
     reg.register("coco", "cdm_bench.prompt_sources:CocoCaptions")
+    reg.register("dpg", "cdm_bench.dpg_source:DPGBenchSource")
 
 
 PROMPT_SOURCES = Registry("prompt source", "cdm_bench.prompt_sources", _discover_sources, base=PromptSource)

@@ -13,4 +13,5 @@ BUILTIN_METRICS = {
     "hpsv2": "metrics.hpsv2:HPSv2",
     "imagereward": "metrics.imagereward:ImageReward",
     "hpsv3": "metrics.hpsv3:HPSv3",
+    "dpgbench": "metrics.dpgbench:DPGBench",
 }
