@@ -14,4 +14,5 @@ BUILTIN_METRICS = {
     "imagereward": "metrics.imagereward:ImageReward",
     "hpsv3": "metrics.hpsv3:HPSv3",
     "dpgbench": "metrics.dpgbench:DPGBench",
+    "ocr": "metrics.ocr:OCRScore",
 }
