@@ -18,7 +18,7 @@ $(VENV)/.installed: pyproject.toml Makefile
 	test -d $(VENV) || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q "$(TORCH_PIN)"
-	$(BIN)/pip install -q -e ".[train,dev,eval,ocr]" "$(TORCH_PIN)" "$(TORCHVISION_PIN)"
+	$(BIN)/pip install -q -e ".[train,dev,eval,ocr,fid,diversity]" "$(TORCH_PIN)" "$(TORCHVISION_PIN)"
 	$(BIN)/pip install -q --no-deps $(NODEPS_SCORERS)
 	touch $@
 
@@ -28,7 +28,7 @@ $(EVAL_VENV)/.installed: pyproject.toml Makefile
 	test -d $(EVAL_VENV) || $(PY) -m venv $(EVAL_VENV)
 	$(EVAL_VENV)/bin/pip install -q --upgrade pip
 	$(EVAL_VENV)/bin/pip install -q "$(TORCH_PIN)"
-	$(EVAL_VENV)/bin/pip install -q -e ".[eval,ocr]" "$(TORCH_PIN)" "$(TORCHVISION_PIN)"
+	$(EVAL_VENV)/bin/pip install -q -e ".[eval,ocr,fid,diversity]" "$(TORCH_PIN)" "$(TORCHVISION_PIN)"
 	$(EVAL_VENV)/bin/pip install -q --no-deps $(NODEPS_SCORERS)
 	touch $@
 

@@ -15,4 +15,7 @@ BUILTIN_METRICS = {
     "hpsv3": "metrics.hpsv3:HPSv3",
     "dpgbench": "metrics.dpgbench:DPGBench",
     "ocr": "metrics.ocr:OCRScore",
+    "fid": "metrics.fid:FID",
+    "kid": "metrics.fid:KID",
+    "diversity": "metrics.diversity:Diversity",
 }

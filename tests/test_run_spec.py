@@ -90,3 +90,13 @@ def test_dry_run_lists_the_plan_and_loads_nothing(tmp_path, monkeypatch, capsys)
     assert main(["run", "--dry-run", "toy-world"]) == 0  # a name under recipes/benchmarks
     assert "toy-world" in capsys.readouterr().out
     assert main(["ls", "benchmarks"]) == 0 and "toy-world" in capsys.readouterr().out
+
+
+def test_the_paper_specs_validate(capsys):
+    for name in ("sd3-medium-paper", "longcat-image-paper"):
+        assert main(["run", "--dry-run", name]) == 0
+        out = capsys.readouterr().out
+        assert "8 generator x prompt-set runs" in out
+        for metric in ("imagereward", "clipscore", "pickscore", "hpsv2", "hpsv3", "aesthetic", "ocr", "dpgbench", "fid"):
+            assert f"| {metric}" in out, metric
+        assert ".venv-hpsv3/bin/python" in out and "pickapic@" in out and "| 1065 " in out
