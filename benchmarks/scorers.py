@@ -139,15 +139,16 @@ def measure(name: str, n: int, batch: int, cache: Path) -> dict:
 def write_markdown(rows: list[dict], path: Path, argv: list[str]) -> None:
     lines = ["# Scorers at full size (random weights), this CPU", "",
              f"`python benchmarks/scorers.py {' '.join(argv)}`; {os.cpu_count()} cores; 512x512 PNGs; fp32.", "",
-             "| scorer | images | bare img/s | evaluate img/s | evaluate / bare (model load excluded) | "
-             "model load (s) | peak RSS (GiB) | target <= 1.10 |", "|---|---|---|---|---|---|---|---|"]
+             "| scorer | images | bare img/s | evaluate img/s | evaluate / bare | same, less one model load | "
+             "first model load (s) | peak RSS (GiB) | target <= 1.10 |", "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['scorer']} | {r['images']} | {r['bare_img_s']:.2f} | {r['evaluate_img_s']:.2f} | "
-                     f"{r['ratio_steady']:.3f} | {r['setup_s']:.1f} | {r['peak_rss_gib']:.2f} | "
-                     f"{'yes' if r['ratio_steady'] <= 1.10 else 'NO'} |")
+                     f"{r['ratio_total']:.3f} | {r['ratio_steady']:.3f} | {r['setup_s']:.1f} | {r['peak_rss_gib']:.2f} | "
+                     f"{'yes' if r['ratio_total'] <= 1.10 else 'NO (model load)' if r['ratio_steady'] <= 1.10 else 'NO'} |")
     lines += ["", "Bare: `metric.score` over images decoded beforehand, model loaded, best of 2 passes. Evaluate: "
-              "best of 2 `evaluate(..., force=True)` calls (manifest, sha256 checks, PNG decode, chunk files, results); "
-              "its model load is measured separately and excluded from the ratio (it is shown on its own). "
+              "best of 2 `evaluate(..., force=True)` calls (manifest, sha256 checks, PNG decode, model load, chunk files, "
+              "results), so the ratio charges evaluate with its own (warm) model load. 'first model load' is the "
+              "bare run's cold load, shown on its own. "
               "Peak RSS: the scorer's subprocess (model built, saved, loaded twice)."]
     path.write_text("\n".join(lines) + "\n")
 
