@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from cdm_bench.report.stats import paired_delta, prompt_bootstrap_ci, ranks
+from cdm_bench.report.tables import format_ci
 from cdm_bench.rundir import RunDir, find_evaluated, generation_key, image_set_hash, leaderboard_paths
 
 KEY_COLUMNS = ["generator", "recipe", "nfe", "cfg"]
@@ -210,11 +211,9 @@ def _decorated(wide: pd.DataFrame, long: pd.DataFrame) -> pd.DataFrame:
 
 
 def _fmt(value, row) -> str:
-    if value is None or not np.isfinite(value):
-        return row["status"] if row is not None and row["status"] in ("failed", "stale") else "—"
-    if row is not None and np.isfinite(row["ci_low"]):
-        return f"{value:.4g} [{row['ci_low']:.3g}, {row['ci_high']:.3g}]"
-    return f"{value:.4g}"
+    if row is None:
+        return format_ci(value, None, None)
+    return format_ci(value, row["ci_low"], row["ci_high"], row["status"])
 
 
 def write_leaderboard(run_dirs, out_dir, reference: str | None = None, metrics: list[str] | None = None,

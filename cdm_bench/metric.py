@@ -49,6 +49,13 @@ __all__ = ["Metric", "PerImageMetric", "Weights", "MissingDependencyError", "con
            "INPUT_FORMATS"]
 
 
+def torch_dtype(dtype: str):
+    """A metric's ``dtype`` option ("float32", "bfloat16", "float16") -> the torch dtype."""
+    import torch
+
+    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
+
+
 def convert_images(images: np.ndarray, fmt: str) -> Any:
     """uint8 (B,H,W,3) -> the metric's declared input format."""
     if fmt == "uint8_nhwc":

@@ -22,7 +22,7 @@ from typing import Sequence
 
 import numpy as np
 
-from cdm_bench.metric import PerImageMetric, Weights, weights_fingerprint
+from cdm_bench.metric import PerImageMetric, Weights, torch_dtype, weights_fingerprint
 
 CLIP_L14 = "openai/clip-vit-large-patch14"
 PICKSCORE = "yuvalkirstain/PickScore_v1"
@@ -36,12 +36,6 @@ def hf_weights(what: str, ref: str, option: str, filename: str = "config.json") 
     if Path(ref).expanduser().exists() or "/" not in ref or ref.startswith((".", "/", "~")):
         return Weights(what, path=str(ref), option=option)
     return Weights(what, repo_id=ref, filename=filename, option=option, snapshot=True)
-
-
-def _torch_dtype(dtype: str):
-    import torch
-
-    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
 
 
 def _embedding(out):
@@ -81,7 +75,7 @@ class _ClipMetric(PerImageMetric):
             ensure_torchvision()
         from transformers import CLIPModel, CLIPProcessor
 
-        self.model = CLIPModel.from_pretrained(self.model_ref, dtype=_torch_dtype(self.dtype)).to(self.device).eval()
+        self.model = CLIPModel.from_pretrained(self.model_ref, dtype=torch_dtype(self.dtype)).to(self.device).eval()
         self.processor = CLIPProcessor.from_pretrained(self.processor_ref)
 
     def teardown(self) -> None:

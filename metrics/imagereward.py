@@ -26,7 +26,7 @@ from typing import Sequence
 import numpy as np
 
 from cdm_bench.errors import SpecError
-from cdm_bench.metric import PerImageMetric, Weights, weights_fingerprint
+from cdm_bench.metric import PerImageMetric, Weights, torch_dtype, weights_fingerprint
 
 log = logging.getLogger(__name__)
 HUB_REPO = "THUDM/ImageReward"
@@ -34,12 +34,6 @@ CHECKPOINT_FILE, MED_CONFIG_FILE = "ImageReward.pt", "med_config.json"
 BERT_REPO, BERT_FILE = "bert-base-uncased", "vocab.txt"
 MAX_TOKENS = 35  # ImageReward.score's tokenizer max_length
 SCORED_PREFIXES = ("blip.visual_encoder.", "blip.text_encoder.", "mlp.")  # what score() runs
-
-
-def _torch_dtype(dtype: str):
-    import torch
-
-    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
 
 
 @contextmanager
@@ -108,7 +102,7 @@ class ImageReward(PerImageMetric):
         self._check_tokenizer(model, bert)
         state = torch.load(ckpt, map_location="cpu", weights_only=True)
         self._load_state(model, state, ckpt)
-        self.model = model.to(self.device, _torch_dtype(self.dtype)).eval()
+        self.model = model.to(self.device, torch_dtype(self.dtype)).eval()
 
     @staticmethod
     def _check_tokenizer(model, bert: Path) -> None:
@@ -141,7 +135,7 @@ class ImageReward(PerImageMetric):
         m = self.model
         text = m.blip.tokenizer(list(prompts), padding="max_length", truncation=True, max_length=MAX_TOKENS,
                                 return_tensors="pt").to(self.device)
-        pixels = torch.stack([m.preprocess(im) for im in images]).to(self.device, _torch_dtype(self.dtype))
+        pixels = torch.stack([m.preprocess(im) for im in images]).to(self.device, torch_dtype(self.dtype))
         with torch.inference_mode():
             rewards = m.score_gard(text.input_ids, text.attention_mask, pixels)
         return rewards.float().reshape(-1).cpu().numpy()
