@@ -55,3 +55,8 @@ class MetricFailedError(CdmBenchError, RuntimeError):
 
 class RunNotFoundError(CdmBenchError, FileNotFoundError):
     """A run directory (or a file a command needs) does not exist."""
+
+
+class MissingWeightsError(CdmBenchError, FileNotFoundError):
+    """Model weights (a hub id or a local folder) are not available here; the message names the
+    repo id and how to provide a local copy."""

@@ -190,6 +190,9 @@ def _discover_recipes(reg: Registry) -> None:
         if path.stem.startswith("accelerate_"):  # launcher configs, not training recipes
             continue
         reg.register(path.stem, str(path), kind="file")
+    for folder in ("sd3_medium", "longcat"):  # the real models' recipes: "sd3_medium/cdm", ...
+        for path in sorted((recipes_dir() / folder).glob("*.yaml")):
+            reg.register(f"{folder}/{path.stem}", str(path), kind="file")
 
 
 def _discover_benchmarks(reg: Registry) -> None:

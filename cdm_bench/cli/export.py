@@ -16,6 +16,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--ema", action=argparse.BooleanOptionalAction, default=True,
                    help="export the EMA weights (default) or the raw student (--no-ema)")
+    p.add_argument("--copy-base", action="store_true",
+                   help="pipeline models: also write the base pipeline's other components, so DIR loads "
+                        "alone with from_pretrained (default: DIR/transformer + a pointer to the base)")
     p.set_defaults(func=run)
     return p
 
@@ -23,6 +26,6 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     from cdm_bench.distill import export
 
-    out = export(args.checkpoint, args.out, ema=args.ema)
+    out = export(args.checkpoint, args.out, ema=args.ema, copy_base=args.copy_base)
     print(f"exported {'EMA' if args.ema else 'raw'} student to {out} (generator spec: {out / 'generator.yaml'})")
     return 0

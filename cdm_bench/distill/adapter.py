@@ -23,6 +23,8 @@ from cdm_bench.registry import Registry, resolve
 
 ADAPTERS = Registry("model adapter")
 ADAPTERS.register("toy", "cdm_bench.toy.adapter:ToyAdapter")
+ADAPTERS.register("sd3", "cdm_bench.distill.models.sd3:SD3Adapter")
+ADAPTERS.register("longcat", "cdm_bench.distill.models.longcat:LongCatAdapter")
 
 Cond = Any  # a tensor, or a dict / tuple of tensors whose first dimension is the batch
 
@@ -43,10 +45,31 @@ class ModelAdapter(ABC):
     #: the sampling scheduler's shift (1.0 = none); schedules "before shift" go through it
     shift: float = 1.0
 
+    #: dtype of the frozen teacher's weights (the student, fake teacher and EMA are float32)
+    teacher_dtype: torch.dtype = torch.float32
+    #: the process's device; the trainer sets it before asking for conditions or latents
+    device: torch.device = torch.device("cpu")
+
     # -- models ---------------------------------------------------------------------------
     @abstractmethod
     def load_teacher(self) -> nn.Module:
-        """The pretrained velocity model (float32, on CPU); the trainer copies it twice."""
+        """The pretrained velocity model (float32, on CPU)."""
+
+    def teacher_spec(self) -> dict:
+        """The teacher's architecture (:meth:`model_spec`), ideally without loading its weights:
+        every working copy is built from it on the meta device."""
+        return self.model_spec(self._cached_teacher())
+
+    def load_teacher_state(self) -> dict:
+        """The teacher's full float32 state dict (under FSDP2 only rank 0 asks; it is broadcast)."""
+        state = self._cached_teacher().state_dict()
+        self.__dict__.pop("_teacher", None)
+        return state
+
+    def _cached_teacher(self) -> nn.Module:
+        if "_teacher" not in self.__dict__:
+            self.__dict__["_teacher"] = self.load_teacher()
+        return self.__dict__["_teacher"]
 
     def model_spec(self, model: nn.Module) -> dict:
         """How to rebuild the architecture without the teacher's weights (saved in checkpoints)."""

@@ -21,10 +21,25 @@ belongs (a setting at the wrong level must never silently do nothing). Overrides
 paths (``train.steps=10``, ``losses.ca.guidance=2``); a mapping value updates a section, a
 ``null`` value deletes a key (for a loss entry: drops that loss), and a different ``kind`` /
 ``type`` replaces the section.
+
+Reference-parity options; the defaults are the reference's SD3 recipe (``sd3()`` in its
+config/config.py), the toy recipes set this trainer's earlier behaviour explicitly:
+
+* ``{student,fake}.optim.warmup_steps`` (100): linear LR warm-up from 0 (0: none), counted in
+  world-size ticks per optimiser step with ``warmup_scale_world`` (true), as the reference's
+  accelerate-prepared scheduler does (:mod:`cdm_bench.distill.lr`);
+* ``train.share_step_index`` (true): the fake teacher learns ``x0_i`` at the student losses' step
+  index ``i`` (the reference's ``share_latent_indices``); false: at its own random index;
+* ``train.sigma_draw`` (clamp): every loss's noise level in ``[lo, hi]`` is ``clamp(U(0, 1), lo,
+  hi)`` (the reference's ``sample_sigmas``); range: ``U[lo, hi]`` (CA's ``U(0, s_i)`` is clamped);
+* ``student.ema_warmup`` (true), ``student.ema_warmup_offset`` (1): see :class:`~.ema.EMA`;
+* ``schedule.per_rank_sigmas`` (random_continuous; true): ranks share the length K and draw their
+  own inner sigmas (the reference); false: the whole schedule is shared.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
 import inspect
@@ -39,6 +54,12 @@ from cdm_bench.distill.recipe_files import (  # noqa: F401  (re-exported)
 PRECISIONS = ("fp32", "bf16")
 #: train.* keys that may change on resume (everything else must match the checkpoint's recipe)
 RESUMABLE_KEYS = ("steps", "log_every", "checkpoint_every", "keep_checkpoints", "tensorboard", "progress")
+#: keys added after runs were first checkpointed -> the value that reproduces a run whose saved
+#: recipe lacks them (see :func:`upgrade_saved_recipe`)
+LEGACY_VALUES = {("student", "optim", "warmup_steps"): 0, ("fake", "optim", "warmup_steps"): 0,
+                 ("student", "optim", "warmup_scale_world"): True, ("fake", "optim", "warmup_scale_world"): True,
+                 ("student", "ema_warmup_offset"): 0, ("train", "share_step_index"): False,
+                 ("train", "sigma_draw"): "range"}
 
 
 @dataclass
@@ -50,10 +71,14 @@ class OptimConfig:
     betas: list = field(default_factory=lambda: [0.9, 0.999])
     eps: float = 1e-8
     grad_clip: float = 1.0  # 0 disables
+    warmup_steps: int = 100  # linear LR warm-up from 0 over this many counter ticks; 0: constant lr
+    warmup_scale_world: bool = True  # the counter advances by the world size per step (reference)
 
     def __post_init__(self):
         if not self.lr > 0:
             raise RecipeError(f"optim.lr must be > 0, got {self.lr}")
+        if self.warmup_steps < 0:
+            raise RecipeError(f"optim.warmup_steps must be >= 0, got {self.warmup_steps}")
         if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
             raise RecipeError(f"optim.betas must be two numbers in [0, 1), got {self.betas}")
         if self.grad_clip < 0 or self.weight_decay < 0:
@@ -64,11 +89,14 @@ class OptimConfig:
 class StudentConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     ema_decay: float = 0.999
-    ema_warmup: bool = False  # decay_n = min(ema_decay, (1 + n) / (10 + n))
+    ema_warmup: bool = True  # decay of update n = 0, 1, ...: min(ema_decay, (1 + m) / (10 + m)),
+    ema_warmup_offset: int = 1  # with m = n + offset (reference: 1; earlier versions: 0)
 
     def __post_init__(self):
         if not 0 <= self.ema_decay < 1:
             raise RecipeError(f"student.ema_decay must be in [0, 1), got {self.ema_decay}")
+        if self.ema_warmup_offset < 0:
+            raise RecipeError(f"student.ema_warmup_offset must be >= 0, got {self.ema_warmup_offset}")
 
 
 @dataclass
@@ -109,6 +137,8 @@ class TrainConfig:
     seed: int = 0
     precision: str = "fp32"  # or bf16 (autocast; FSDP2 mixed-precision policy)
     gradient_checkpointing: bool = False
+    share_step_index: bool = True  # the fake teacher uses the student losses' step index i (reference)
+    sigma_draw: str = "clamp"  # loss noise levels: clamp(U(0, 1), lo, hi) (reference) or "range": U[lo, hi]
     log_every: int = 1
     checkpoint_every: int = 100
     keep_checkpoints: int = 2  # 0 keeps all
@@ -122,6 +152,10 @@ class TrainConfig:
                                   + (" (fake-teacher steps per student step)" if key == "update_ratio" else ""))
         if self.precision not in PRECISIONS:
             raise RecipeError(f"train.precision must be one of {PRECISIONS}, got {self.precision!r}")
+        from cdm_bench.distill.losses.base import SIGMA_DRAWS
+        if self.sigma_draw not in SIGMA_DRAWS:
+            raise RecipeError(f"train.sigma_draw must be one of {SIGMA_DRAWS} (clamp: clamp(U(0, 1), lo, hi); "
+                              f"range: U[lo, hi]), got {self.sigma_draw!r}")
 
 
 @dataclass
@@ -355,3 +389,19 @@ def recipe_to_dict(cfg: RecipeConfig) -> dict:
         "student": dataclasses.asdict(cfg.student),
         "train": dataclasses.asdict(cfg.train),
     }
+
+
+def upgrade_saved_recipe(saved: dict) -> dict:
+    """A checkpoint's resolved recipe with the keys it predates set to :data:`LEGACY_VALUES` (the
+    behaviour it was trained with), so that resuming compares like with like."""
+    out = copy.deepcopy(saved)
+    for path, value in LEGACY_VALUES.items():
+        node = out
+        for key in path[:-1]:
+            node = node.get(key) if isinstance(node, dict) else None
+        if isinstance(node, dict):
+            node.setdefault(path[-1], value)
+    schedule = out.get("schedule")
+    if isinstance(schedule, dict) and schedule.get("kind") == "random_continuous":
+        schedule.setdefault("per_rank_sigmas", False)
+    return out

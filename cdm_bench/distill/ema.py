@@ -33,20 +33,24 @@ def local_parameters(model: nn.Module) -> list[torch.Tensor]:
 class EMA:
     """Exponential moving average of ``source`` kept in ``model`` (``decay`` per update).
 
-    With ``warmup`` the decay of the n-th update is ``min(decay, (1 + n) / (10 + n))``.
+    With ``warmup`` the decay of update ``n = 0, 1, ...`` is ``min(decay, (1 + m) / (10 + m))``
+    with ``m = n + warmup_offset``. The reference (cdm/models/ema.py ``get_current_decay``, called
+    by scripts/train.py with the student step counted *after* the optimiser step) uses offset 1:
+    its first update has decay 2/11. Offset 0 (first decay 1/10) is this trainer's earlier schedule.
     """
 
-    def __init__(self, model: nn.Module, decay: float, warmup: bool = False):
+    def __init__(self, model: nn.Module, decay: float, warmup: bool = False, warmup_offset: int = 0):
         self.model = model.eval().requires_grad_(False)
         self.decay = decay
         self.warmup = warmup
+        self.warmup_offset = warmup_offset
         self.num_updates = 0
 
     def current_decay(self) -> float:
         if not self.warmup:
             return self.decay
-        n = self.num_updates
-        return min(self.decay, (1 + n) / (10 + n))
+        m = self.num_updates + self.warmup_offset
+        return min(self.decay, (1 + m) / (10 + m))
 
     def update(self, source: nn.Module) -> float:
         decay = self.current_decay()

@@ -8,20 +8,27 @@ needs neither the teacher nor the process group. The output directory holds the 
 
 from __future__ import annotations
 
+import inspect
 import json
 from pathlib import Path
+
+import torch
 
 import yaml
 
 from cdm_bench.distill.adapter import build_adapter
 from cdm_bench.distill.checkpoint import latest_checkpoint, load_meta, load_state
-from cdm_bench.errors import RunNotFoundError
+from cdm_bench.errors import RecipeError, RunNotFoundError
 
 
-def export(checkpoint: str | Path, out_dir: str | Path, ema: bool = True) -> Path:
+def export(checkpoint: str | Path, out_dir: str | Path, ema: bool = True, copy_base: bool = False) -> Path:
     """Write the student (its EMA weights by default) of ``checkpoint`` to ``out_dir``.
 
     ``checkpoint`` may be a checkpoint directory or a run directory (its latest checkpoint).
+    For pipeline models (SD3, LongCat) ``out_dir/transformer`` holds the student and
+    ``generator.yaml`` points at the base pipeline; with ``copy_base`` the base pipeline's other
+    components are written too, so ``out_dir`` alone loads with ``Pipeline.from_pretrained``.
+    The model is built on the meta device and takes the checkpoint's tensors (no second copy).
     Returns ``out_dir``.
     """
     checkpoint, out_dir = Path(checkpoint), Path(out_dir)
@@ -32,12 +39,15 @@ def export(checkpoint: str | Path, out_dir: str | Path, ema: bool = True) -> Pat
         checkpoint = latest
     recipe, meta = load_meta(checkpoint)
     adapter = build_adapter(meta["adapter"], **meta["adapter_kwargs"])
-    model = adapter.build_model(meta["model_spec"])
     which = "ema" if ema else "student"
-    model.load_state_dict(load_state(checkpoint)[which], strict=True)
-    model.eval()
+    model = _student_model(adapter, meta["model_spec"], load_state(checkpoint)[which])
     out_dir.mkdir(parents=True, exist_ok=True)
-    spec = adapter.save_pretrained(model, out_dir)
+    if copy_base:
+        if "copy_base" not in inspect.signature(adapter.save_pretrained).parameters:
+            raise RecipeError(f"export --copy-base: the {meta['adapter']!r} adapter has no base pipeline to copy")
+        spec = adapter.save_pretrained(model, out_dir, copy_base=True)
+    else:
+        spec = adapter.save_pretrained(model, out_dir)
     spec = {**spec, "name": f"{recipe['name']}-step{meta['step']}{'-ema' if ema else ''}",
             "recipe": recipe["name"]}
     (out_dir / "generator.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
@@ -45,3 +55,16 @@ def export(checkpoint: str | Path, out_dir: str | Path, ema: bool = True) -> Pat
         {"checkpoint": str(checkpoint.resolve()), "step": meta["step"], "weights": which,
          "recipe": recipe}, indent=1))
     return out_dir
+
+
+def _student_model(adapter, spec: dict, state: dict) -> torch.nn.Module:
+    from cdm_bench.distill.init import has_non_persistent_buffers
+
+    with torch.device("meta"):
+        model = adapter.build_model(spec)
+    if has_non_persistent_buffers(model):
+        model = adapter.build_model(spec)
+        model.load_state_dict(state, strict=True)
+    else:
+        model.load_state_dict(state, strict=True, assign=True)
+    return model.eval()

@@ -69,9 +69,11 @@ def full_model_state(model: nn.Module) -> dict:
     return get_model_state_dict(model, options=FULL)
 
 
-def load_full_model_state(model: nn.Module, state: dict) -> None:
-    """Load a full state dict (strict) into a sharded or plain model; every rank passes it."""
-    set_model_state_dict(model, state, options=StateDictOptions(full_state_dict=True, strict=True))
+def load_full_model_state(model: nn.Module, state: dict, broadcast_from_rank0: bool = False) -> None:
+    """Load a full state dict (strict) into a sharded or plain model; every rank passes it, or,
+    with ``broadcast_from_rank0``, rank 0 passes it and the others pass ``{}``."""
+    set_model_state_dict(model, state, options=StateDictOptions(
+        full_state_dict=True, strict=True, broadcast_from_rank0=broadcast_from_rank0))
 
 
 def full_optim_state(model: nn.Module, optim: torch.optim.Optimizer) -> dict:

@@ -7,7 +7,12 @@ the effective (post-shift) sigmas.
 
 * ``fixed``: one discrete schedule, e.g. ``[1.0, 0.75, 0.5, 0.25]`` (DMD-style baselines).
 * ``random_continuous``: the CDM schedule: length ``K ~ U{min_steps..max_steps}``, ``K - 1``
-  inner sigmas ``~ U[low, high]`` sorted descending, 1.0 prepended.
+  inner sigmas ``~ U[low, high]`` sorted descending, 1.0 prepended. ``K`` comes from a random
+  stream all ranks share; with ``per_rank_sigmas: true`` (the reference: it draws ``K`` from
+  ``random.Random((epoch, batch))`` and the inner sigmas from Python's ``random`` seeded with
+  seed + rank) each rank draws its own inner sigmas from its own stream, otherwise all ranks
+  share the whole schedule. Rank 0 draws from the shared stream either way, so a single
+  process draws the same schedules with either setting.
 """
 
 from __future__ import annotations
@@ -46,7 +51,8 @@ def check_sigma_range(name: str, rng: list) -> None:
 
 
 class ScheduleSampler:
-    """Base class: ``sample(generator) -> nominal sigmas (K,)``; ``effective`` applies the shift."""
+    """Base class: ``sample(generator, rank_generator) -> nominal sigmas (K,)``; ``effective``
+    applies the shift. ``generator`` is shared by all ranks, ``rank_generator`` is this rank's own."""
 
     Params: ClassVar[type]
     shift_mode: str = "before"
@@ -55,15 +61,15 @@ class ScheduleSampler:
         self.params = params
         self.shift_mode = params.shift
 
-    def sample(self, generator: torch.Generator) -> torch.Tensor:
+    def sample(self, generator: torch.Generator, rank_generator: torch.Generator | None = None) -> torch.Tensor:
         raise NotImplementedError
 
     def effective(self, sigmas: torch.Tensor, shift_fn: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
         return shift_fn(sigmas) if self.shift_mode == "before" else sigmas
 
-    def draw(self, generator: torch.Generator, shift_fn) -> torch.Tensor:
+    def draw(self, generator: torch.Generator, shift_fn, rank_generator: torch.Generator | None = None) -> torch.Tensor:
         """Effective sigmas (K,) float32, descending, of one sampled schedule."""
-        return self.effective(self.sample(generator), shift_fn).to(torch.float32)
+        return self.effective(self.sample(generator, rank_generator), shift_fn).to(torch.float32)
 
     @property
     def max_steps(self) -> int:
@@ -93,7 +99,7 @@ class FixedParams:
 class FixedSchedule(ScheduleSampler):
     Params = FixedParams
 
-    def sample(self, generator: torch.Generator) -> torch.Tensor:
+    def sample(self, generator: torch.Generator, rank_generator: torch.Generator | None = None) -> torch.Tensor:
         return torch.tensor(self.params.sigmas, dtype=torch.float64)
 
     @property
@@ -110,6 +116,7 @@ class RandomContinuousParams:
     low: float = 0.25
     high: float = 0.95
     shift: str = "before"
+    per_rank_sigmas: bool = True  # K shared by all ranks, inner sigmas per rank (the reference)
 
     def __post_init__(self):
         from cdm_bench.errors import RecipeError
@@ -129,10 +136,11 @@ class RandomContinuousParams:
 class RandomContinuousSchedule(ScheduleSampler):
     Params = RandomContinuousParams
 
-    def sample(self, generator: torch.Generator) -> torch.Tensor:
+    def sample(self, generator: torch.Generator, rank_generator: torch.Generator | None = None) -> torch.Tensor:
         p = self.params
         k = int(torch.randint(p.min_steps, p.max_steps + 1, (1,), generator=generator))
-        inner = p.low + (p.high - p.low) * torch.rand(k - 1, generator=generator, dtype=torch.float64)
+        own = rank_generator if p.per_rank_sigmas and rank_generator is not None else generator
+        inner = p.low + (p.high - p.low) * torch.rand(k - 1, generator=own, dtype=torch.float64)
         inner = inner.sort(descending=True).values
         return torch.cat([torch.ones(1, dtype=torch.float64), inner])
 

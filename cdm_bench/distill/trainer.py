@@ -2,9 +2,12 @@
 
 One *iteration* (one batch of prompts per process):
 
-1. draw a schedule (shared by all ranks) and, per sample, the step indices the losses will read;
-   simulate the student from noise along the schedule (no grad) up to those steps;
-2. fake-teacher step: flow matching on the student's ``x0_i`` at a random step, AdamW, clipping,
+1. draw a schedule (its length shared by all ranks; see :func:`draw_schedule`) and, per sample,
+   the step indices the losses will read (with ``train.share_step_index`` the fake teacher's
+   index is the student losses' one); simulate the student from noise along the schedule (no
+   grad) up to those steps;
+2. fake-teacher step: flow matching on the student's ``x0_i`` at a random step, AdamW (with the
+   LR warm-up of :mod:`cdm_bench.distill.lr`), clipping,
    then ``theta_fake <- (1 - m) theta_fake + m theta_student``;
 3. every ``update_ratio``-th iteration, a student step: the recipe's loss modules name their
    student inputs (shared inputs share one pass; all inputs go through one batched call), plan
@@ -34,8 +37,9 @@ from cdm_bench.distill import fsdp
 from cdm_bench.distill.adapter import ModelAdapter, build_adapter, cond_cat, cond_index
 from cdm_bench.distill.checkpoint import (check_fresh_run, check_same_recipe, checkpoint_path, latest_checkpoint,
                                           load_meta, load_state, save_checkpoint)
-from cdm_bench.distill.config import RecipeConfig, load_recipe, recipe_to_dict
+from cdm_bench.distill.config import RecipeConfig, load_recipe, recipe_to_dict, upgrade_saved_recipe
 from cdm_bench.distill.ema import EMA, lerp_parameters
+from cdm_bench.distill.lr import LinearWarmup
 from cdm_bench.distill.losses import LOSSES, run_queries
 from cdm_bench.distill.losses.base import bview
 from cdm_bench.distill.schedules import build_schedule
@@ -56,6 +60,15 @@ def make_generator(*parts: int) -> torch.Generator:
     return torch.Generator().manual_seed(derive_seed(*parts))
 
 
+def draw_schedule(schedule, seed: int, iteration: int, rank: int, shift_fn) -> torch.Tensor:
+    """Iteration ``iteration``'s effective sigmas on ``rank``: drawn from a stream all ranks share,
+    except per-rank inner sigmas (``schedule.per_rank_sigmas``), which come from the rank's own
+    stream; rank 0's own stream is the shared one, so one process draws the same either way."""
+    shared = make_generator(seed, iteration, 1 << 20)
+    own = shared if rank == 0 else make_generator(seed, iteration, 1 << 20, rank)
+    return schedule.draw(shared, shift_fn, own)
+
+
 class Trainer:
     """Distil ``cfg``'s teacher into a few-step student; see the module docstring."""
 
@@ -66,41 +79,43 @@ class Trainer:
         self.device = fsdp.device_for_rank()
         self.adapter = adapter or build_adapter(cfg.model.adapter, **cfg.model.kwargs)
         self.schedule = build_schedule(cfg.schedule.kind, cfg.schedule.params)
-        self.losses = {n: LOSSES.get(s.type)(s.params, name=n) for n, s in cfg.losses.items()}
+        draw = cfg.train.sigma_draw
+        self.losses = {n: LOSSES.get(s.type)(s.params, name=n, sigma_draw=draw) for n, s in cfg.losses.items()}
         self.weights = {n: s.weight for n, s in cfg.losses.items()}
-        self.fake_loss = LOSSES.get(cfg.fake.loss.type)(cfg.fake.loss.params)
+        self.fake_loss = LOSSES.get(cfg.fake.loss.type)(cfg.fake.loss.params, sigma_draw=draw)
         self.recipe = recipe_to_dict(cfg)
         self.step = self.iteration = 0
         self.counts: Counter = Counter()
         self._build_models()
         self.opt_student = self._optimizer(self.student, cfg.student.optim)
         self.opt_fake = self._optimizer(self.fake, cfg.fake.optim)
+        self.lr_student = self._warmup(self.opt_student, cfg.student.optim)
+        self.lr_fake = self._warmup(self.opt_fake, cfg.fake.optim)
         self._start_or_resume(resume)
 
     # -- setup ----------------------------------------------------------------------------------
     def _build_models(self) -> None:
+        """Teacher, student, fake teacher and EMA, built on the meta device and filled once
+        (:mod:`cdm_bench.distill.init`)."""
+        from cdm_bench.distill.init import build_working_copies
+
         train = self.cfg.train
-        teacher = self.adapter.load_teacher()
-        if any(p.dtype != torch.float32 for p in teacher.parameters()):
-            teacher = teacher.to(torch.float32)
-        self.model_spec = self.adapter.model_spec(teacher)
-        student, fake, ema = (copy.deepcopy(teacher) for _ in range(3))
-        teacher.eval().requires_grad_(False)
-        for m in (student, fake):
-            m.train().requires_grad_(True)
-            if train.gradient_checkpointing:
-                self.adapter.enable_gradient_checkpointing(m)
-        models = [teacher, student, fake, ema]
-        if self.world > 1:
-            blocks = self.adapter.fsdp_block_classes(teacher)
-            models = [fsdp.shard(m.to(self.device), blocks, train.precision == "bf16") for m in models]
-        self.teacher, self.student, self.fake, ema = (m.to(self.device) for m in models)
-        self.ema = EMA(ema, self.cfg.student.ema_decay, self.cfg.student.ema_warmup)
+        self.adapter.device = self.device
+        self.model_spec = self.adapter.teacher_spec()
+        models = build_working_copies(self.adapter, self.model_spec, rank=self.rank, world=self.world,
+                                      device=self.device, bf16=train.precision == "bf16",
+                                      gradient_checkpointing=train.gradient_checkpointing)
+        self.teacher, self.student, self.fake = models["teacher"], models["student"], models["fake"]
+        student = self.cfg.student
+        self.ema = EMA(models["ema"], student.ema_decay, student.ema_warmup, student.ema_warmup_offset)
 
     @staticmethod
     def _optimizer(model: nn.Module, o) -> torch.optim.Optimizer:
         return torch.optim.AdamW(model.parameters(), lr=o.lr, betas=tuple(o.betas), eps=o.eps,
                                  weight_decay=o.weight_decay)
+
+    def _warmup(self, optimizer: torch.optim.Optimizer, o) -> LinearWarmup:
+        return LinearWarmup(optimizer, o.lr, o.warmup_steps, self.world if o.warmup_scale_world else 1)
 
     def _start_or_resume(self, resume: bool) -> None:
         ckpt = latest_checkpoint(self.out_dir)
@@ -115,13 +130,15 @@ class Trainer:
 
     def _load(self, ckpt: Path) -> None:
         saved, _ = load_meta(ckpt)
-        check_same_recipe(saved, self.recipe, ckpt)
+        check_same_recipe(upgrade_saved_recipe(saved), self.recipe, ckpt)
         state = load_state(ckpt)
         for name, model in (("student", self.student), ("fake", self.fake), ("ema", self.ema.model)):
             fsdp.load_full_model_state(model, state[name])
         fsdp.load_full_optim_state(self.student, self.opt_student, state["optim_student"])
         fsdp.load_full_optim_state(self.fake, self.opt_fake, state["optim_fake"])
         self.ema.load_state_dict(state["ema_state"])
+        for name, sched in (("lr_student", self.lr_student), ("lr_fake", self.lr_fake)):
+            sched.load_state_dict(state.get(name, {"ticks": 0}))  # absent: a run without warm-up
         self.step, self.iteration = int(state["step"]), int(state["iteration"])
         log.info("resumed %s at student step %d", ckpt, self.step)
 
@@ -164,15 +181,16 @@ class Trainer:
         """One batch: simulate, fake-teacher step, and (every update_ratio-th) a student step."""
         tcfg, it, bsz = self.cfg.train, self.iteration, self.cfg.train.batch_size
         student_turn = (it + 1) % tcfg.update_ratio == 0
-        shared, local = make_generator(tcfg.seed, it, 1 << 20), make_generator(tcfg.seed, it, self.rank)
+        local = make_generator(tcfg.seed, it, self.rank)
         torch.manual_seed(derive_seed(tcfg.seed, it, self.rank, 7))
         prompts = self.adapter.sample_prompts(bsz, derive_seed(tcfg.seed, it, self.rank, 1))
         cond = _to(self.adapter.encode_prompts(prompts), self.device)
-        sigmas = self.schedule.draw(shared, self.adapter.effective_sigmas)
+        sigmas = draw_schedule(self.schedule, tcfg.seed, it, self.rank, self.adapter.effective_sigmas)
         noise = self.adapter.sample_noise(bsz, local, self.teacher).to(self.device)
         k = sigmas.shape[0]
         i_fake = torch.randint(k, (bsz,), generator=local)
-        i_student = torch.randint(k, (bsz,), generator=local) if student_turn else i_fake
+        own_index = student_turn and not tcfg.share_step_index
+        i_student = torch.randint(k, (bsz,), generator=local) if own_index else i_fake
         upto = torch.maximum(i_fake, i_student)
         calls = fsdp.all_reduce_max(int(upto.max()) + 1)
 
@@ -212,7 +230,9 @@ class Trainer:
         loss.backward()
         gnorm = self._clip(self.fake, cfg.optim.grad_clip)
         values = self._reduce_checked({"loss/fake": loss, "grad_norm/fake": gnorm}, "fake-teacher step")
+        values["lr/fake"] = self.lr_fake.apply()
         self.opt_fake.step()
+        self.lr_fake.step()
         lerp_parameters(self.fake, self.student, cfg.student_merge)
         return {**values, **{f"fake/{k}": v for k, v in logs.items()}}
 
@@ -243,7 +263,9 @@ class Trainer:
         gnorm = self._clip(self.student, self.cfg.student.optim.grad_clip)
         checked = {f"loss/{n}": t for n, t in terms.items()}
         values = self._reduce_checked({**checked, "loss/total": total, "grad_norm/student": gnorm}, "student step")
+        values["lr/student"] = self.lr_student.apply()
         self.opt_student.step()
+        self.lr_student.step()
         decay = self.ema.update(self.student)
         counts, self.counts = self.counts, Counter()
         evals = {f"evals/{k}": v for k, v in counts.items()}
@@ -288,7 +310,8 @@ class Trainer:
                  "ema": fsdp.full_model_state(self.ema.model),
                  "optim_student": fsdp.full_optim_state(self.student, self.opt_student),
                  "optim_fake": fsdp.full_optim_state(self.fake, self.opt_fake),
-                 "ema_state": self.ema.state_dict(), "step": self.step, "iteration": self.iteration}
+                 "ema_state": self.ema.state_dict(), "step": self.step, "iteration": self.iteration,
+                 "lr_student": self.lr_student.state_dict(), "lr_fake": self.lr_fake.state_dict()}
         path = checkpoint_path(self.out_dir, self.step)
         if self.rank == 0:
             meta = {"recipe": self.cfg.name, "adapter": self.cfg.model.adapter,

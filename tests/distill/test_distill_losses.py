@@ -1,5 +1,6 @@
 """Each loss against a hand computation on small tensors, incl. the normalisation clamp and the
-stop-gradients (the student's gradient equals the analytic one)."""
+stop-gradients (the student's gradient equals the analytic one). The replays here use
+``sigma_draw="range"`` (U[lo, hi]); test_parity_options.py covers the reference's clamped draws."""
 
 import pytest
 import torch
@@ -75,7 +76,7 @@ def test_dm_and_dmd2_match_hand_computation(guidance):
     x0_c, x0_u, x0_f = torch.randn(SHAPE), torch.randn(SHAPE), torch.randn(SHAPE) * 0.01
     nets = {"real": x0_net(x0_c, x0_u), "fake": x0_net(x0_f, x0_f, slope=-0.2)}
     cls = DistributionMatchingLoss if guidance == 1.0 else DMD2Loss
-    loss_fn = cls(cls.Params(sigma_range=[0.2, 0.6], real_guidance=guidance))
+    loss_fn = cls(cls.Params(sigma_range=[0.2, 0.6], real_guidance=guidance), sigma_draw="range")
     x0_s = w * inp
     loss, _ = loss_fn.compute(x0_s, torch.tensor([1.0, 0.5]), torch.Generator().manual_seed(3), nets, COND, NULL)
     loss.backward()
@@ -94,7 +95,8 @@ def test_dm_and_dmd2_match_hand_computation(guidance):
 def test_offtrajectory_extrapolates_along_recorded_velocity():
     torch.manual_seed(0)
     point = TrajectoryPoint(torch.randn(SHAPE), torch.randn(SHAPE), torch.randn(SHAPE), torch.tensor([1.0, 0.4]))
-    loss_fn = OffTrajectoryDMLoss(OffTrajectoryDMLoss.Params(extrapolate_range=[0.1, 0.3]), name="off")
+    loss_fn = OffTrajectoryDMLoss(OffTrajectoryDMLoss.Params(extrapolate_range=[0.1, 0.3]), name="off",
+                                  sigma_draw="range")
     si = loss_fn.student_input(point, torch.Generator().manual_seed(5))
     s_new = 0.1 + 0.2 * torch.rand(B, generator=torch.Generator().manual_seed(5))
     torch.testing.assert_close(si.sigma, s_new)
@@ -110,7 +112,7 @@ def test_fake_flow_matching_value_and_gradient_flows_to_fake_only():
     torch.manual_seed(0)
     x0 = torch.randn(SHAPE, requires_grad=True)
     a = torch.tensor(0.7, requires_grad=True)
-    loss_fn = FakeFlowMatchingLoss(FakeFlowMatchingLoss.Params(sigma_range=[0.1, 0.5]))
+    loss_fn = FakeFlowMatchingLoss(FakeFlowMatchingLoss.Params(sigma_range=[0.1, 0.5]), sigma_draw="range")
     loss, logs = loss_fn(lambda x, s: a * x, x0, torch.Generator().manual_seed(2))
     loss.backward()
     g = torch.Generator().manual_seed(2)

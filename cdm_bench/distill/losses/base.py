@@ -63,6 +63,30 @@ def uniform(n: int, low, high, generator: torch.Generator) -> torch.Tensor:
     return low + (high - low) * u
 
 
+#: how a loss draws a noise level in ``[lo, hi]`` (the recipe's ``train.sigma_draw``)
+SIGMA_DRAWS = ("clamp", "range")
+
+
+def draw_sigmas(n: int, sigma_range, generator: torch.Generator, mode: str = "clamp",
+                cap: torch.Tensor | None = None) -> torch.Tensor:
+    """``n`` noise levels from one ``u ~ U(0, 1)`` per sample; every loss draws its sigmas here.
+
+    * ``cap`` given (CA's ``U(0, s_i)``): ``clamp(cap * u, lo, hi)``, in either mode;
+    * mode ``clamp`` (the reference's ``sample_sigmas``, method "uniform": it ignores any upper
+      bound and clamps to [sigma_min, sigma_max]): ``clamp(u, lo, hi)``, so ``lo`` and ``hi``
+      carry point masses of ``lo`` and ``1 - hi``;
+    * mode ``range``: ``lo + (hi - lo) * u ~ U[lo, hi]``.
+    """
+    if mode not in SIGMA_DRAWS:
+        raise ValueError(f"sigma draw mode must be one of {SIGMA_DRAWS}, got {mode!r}")
+    lo, hi = sigma_range
+    if cap is not None:
+        return uniform(n, 0.0, cap.float(), generator).clamp(lo, hi)
+    if mode == "clamp":
+        return torch.rand(n, generator=generator).clamp(lo, hi)
+    return uniform(n, lo, hi, generator)
+
+
 @dataclass
 class Query:
     """Evaluate ``net`` ("real" or "fake") at ``(x, sigma)`` with the sample's prompt
@@ -93,10 +117,14 @@ class StudentLoss(nn.Module):
     role: ClassVar[str] = "student"
     Params: ClassVar[type]
 
-    def __init__(self, params=None, name: str | None = None):
+    def __init__(self, params=None, name: str | None = None, sigma_draw: str = "clamp"):
         super().__init__()
         self.params = params if params is not None else self.Params()
         self.name = name or type(self).__name__
+        self.sigma_draw = sigma_draw  # see draw_sigmas
+
+    def draw_sigmas(self, n: int, sigma_range, generator: torch.Generator, cap=None) -> torch.Tensor:
+        return draw_sigmas(n, sigma_range, generator, self.sigma_draw, cap)
 
     def student_input(self, point: TrajectoryPoint, generator: torch.Generator) -> StudentInput:
         """On-trajectory by default: the student at ``(x_i, s_i)``."""

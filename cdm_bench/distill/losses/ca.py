@@ -1,7 +1,7 @@
 """CA: CFG augmentation, on-trajectory (Decoupled DMD).
 
 The student at ``(x_i, s_i)`` predicts ``x0_s``. ``sg(x0_s)`` is re-noised at
-``s_t ~ U(0, s_i)`` clamped to ``clamp``; the real teacher with and without the prompt gives
+``s_t ~ U(0, s_i)`` clamped to ``clamp`` (with either ``train.sigma_draw``); the real teacher with and without the prompt gives
 ``x0_c``, ``x0_u`` there; the update is ``d = guidance * (x0_c - x0_u)`` normalised per sample
 by ``max(mean|x0_c - sg(x0_s)|, norm_floor)``.
 """
@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from cdm_bench.distill.losses.base import Plan, Query, StudentLoss, normalized_update, renoise, uniform
+from cdm_bench.distill.losses.base import Plan, Query, StudentLoss, normalized_update, renoise
 
 
 @dataclass
@@ -31,8 +31,7 @@ class CFGAugmentationLoss(StudentLoss):
     Params = CAParams
 
     def plan(self, x0_sg: torch.Tensor, sigma_in: torch.Tensor, generator: torch.Generator) -> Plan:
-        lo, hi = self.params.clamp
-        s_t = uniform(x0_sg.shape[0], 0.0, sigma_in.float(), generator).clamp(lo, hi)
+        s_t = self.draw_sigmas(x0_sg.shape[0], self.params.clamp, generator, cap=sigma_in)
         x_t = renoise(x0_sg, s_t, generator)
         return Plan({"cond": Query("real", x_t, s_t), "uncond": Query("real", x_t, s_t, uncond=True)},
                     {"sigma_t": s_t})

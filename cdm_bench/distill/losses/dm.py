@@ -1,7 +1,8 @@
 """DM: the distribution-matching update, on-trajectory; and its DMD2 form with a CFG real score.
 
-The student at ``(x_i, s_i)`` predicts ``x0_s``. ``sg(x0_s)`` is re-noised at
-``s_t ~ U[sigma_range]``; the real teacher (with ``real_guidance`` CFG; 1.0 = none) and the
+The student at ``(x_i, s_i)`` predicts ``x0_s``. ``sg(x0_s)`` is re-noised at ``s_t`` drawn in
+``sigma_range`` (``train.sigma_draw``: ``clamp(U(0, 1))`` or ``U[sigma_range]``; see
+:func:`~cdm_bench.distill.losses.base.draw_sigmas`); the real teacher (with ``real_guidance`` CFG; 1.0 = none) and the
 fake teacher (prompt-conditioned) give ``x0_real``, ``x0_fake``; the update is
 ``d = x0_real - x0_fake`` normalised per sample by ``max(mean|x0_real - sg(x0_s)|, norm_floor)``.
 """
@@ -12,7 +13,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from cdm_bench.distill.losses.base import Plan, Query, StudentLoss, normalized_update, renoise, uniform
+from cdm_bench.distill.losses.base import Plan, Query, StudentLoss, normalized_update, renoise
 from cdm_bench.distill.losses.ca import _check_floor
 
 
@@ -32,8 +33,7 @@ class DistributionMatchingLoss(StudentLoss):
     Params = DMParams
 
     def plan(self, x0_sg: torch.Tensor, sigma_in: torch.Tensor, generator: torch.Generator) -> Plan:
-        lo, hi = self.params.sigma_range
-        s_t = uniform(x0_sg.shape[0], lo, hi, generator).to(x0_sg.device)
+        s_t = self.draw_sigmas(x0_sg.shape[0], self.params.sigma_range, generator).to(x0_sg.device)
         x_t = renoise(x0_sg, s_t, generator)
         queries = {"real": Query("real", x_t, s_t), "fake": Query("fake", x_t, s_t)}
         if self.params.real_guidance != 1.0:

@@ -1,7 +1,7 @@
 """The fake teacher's loss: plain flow matching on the student's x0 predictions.
 
-Given ``x0`` (the student's prediction at a random recorded step, no gradient), draw
-``s ~ U[sigma_range]`` and fresh noise, ``x_s = (1 - s) x0 + s eps``, and regress the fake
+Given ``x0`` (the student's prediction at a random recorded step, no gradient), draw ``s`` in
+``sigma_range`` (how: ``train.sigma_draw``, see :func:`~.base.draw_sigmas`) and fresh noise, ``x_s = (1 - s) x0 + s eps``, and regress the fake
 teacher's velocity onto ``eps - x0`` (MSE).
 
 ``offtraj_fraction`` (default 0, the paper's algorithm) lets that share of the samples use the
@@ -17,7 +17,7 @@ from typing import Callable, ClassVar
 import torch
 from torch import nn
 
-from cdm_bench.distill.losses.base import bview, uniform
+from cdm_bench.distill.losses.base import bview, draw_sigmas
 from cdm_bench.distill.simulate import TrajectoryPoint, extrapolate
 
 StudentX0 = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]  # (x, sigma, rows) -> x0
@@ -42,10 +42,11 @@ class FakeFlowMatchingLoss(nn.Module):
     role: ClassVar[str] = "fake"
     Params = FakeFMParams
 
-    def __init__(self, params=None, name: str = "fake_fm"):
+    def __init__(self, params=None, name: str = "fake_fm", sigma_draw: str = "clamp"):
         super().__init__()
         self.params = params if params is not None else self.Params()
         self.name = name
+        self.sigma_draw = sigma_draw
 
     @property
     def needs_student(self) -> bool:
@@ -60,8 +61,7 @@ class FakeFlowMatchingLoss(nn.Module):
             return point.x0
         n = point.x0.shape[0]
         mask = torch.rand(n, generator=generator) < self.params.offtraj_fraction
-        lo, hi = self.params.extrapolate_range
-        s_new = uniform(n, lo, hi, generator).to(point.x.device)
+        s_new = draw_sigmas(n, self.params.extrapolate_range, generator, self.sigma_draw).to(point.x.device)
         rows = mask.nonzero().flatten().to(point.x.device)
         x_new = extrapolate(point, s_new)
         x0 = point.x0.clone()
@@ -71,9 +71,8 @@ class FakeFlowMatchingLoss(nn.Module):
     def forward(self, velocity: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
                 x0: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, dict]:
         """``velocity(x_s, s) -> v`` is the fake teacher (prompt-conditioned)."""
-        lo, hi = self.params.sigma_range
         x0 = x0.detach()
-        s = uniform(x0.shape[0], lo, hi, generator).to(x0.device)
+        s = draw_sigmas(x0.shape[0], self.params.sigma_range, generator, self.sigma_draw).to(x0.device)
         eps = torch.randn(x0.shape, generator=generator, dtype=x0.dtype).to(x0.device)
         x_s = (1 - bview(s, x0)) * x0 + bview(s, x0) * eps
         v = velocity(x_s, s)
