@@ -7,7 +7,7 @@ Recipe keys (``model:``)::
                           # ToyFlowModel.save_pretrained directory, or "random"
     model_config: {}      # with teacher: random, ToyFlowModel kwargs (tiny models for tests)
     init_seed: 0          # with teacher: random
-    shift: 1.0            # the sampler's sigma shift (the toy sampler uses none)
+    shift: null           # the sampler's sigma shift; default: the preset's (bench: 3.0, else 1.0)
 
 Exported students are ``ToyFlowModel.save_pretrained`` directories, loaded by the toy generator
 with ``{"generator": "toy", "model": "<dir>"}``.
@@ -29,11 +29,13 @@ class ToyAdapter(ModelAdapter):
     name = "toy"
 
     def __init__(self, teacher: str = "quick", model_config: dict | None = None, init_seed: int = 0,
-                 shift: float = 1.0):
+                 shift: float | None = None):
+        from cdm_bench.toy.train import preset_shift
+
         self.teacher = str(teacher)
         self.model_config = dict(model_config or {})
         self.init_seed = int(init_seed)
-        self.shift = float(shift)
+        self.shift = float(preset_shift(self.teacher) if shift is None else shift)
         if self.model_config and self.teacher != "random":
             raise ValueError("model.model_config is only used with model.teacher: random")
 
@@ -86,7 +88,8 @@ class ToyAdapter(ModelAdapter):
 
     def save_pretrained(self, model: nn.Module, out_dir: Path) -> dict:
         model.save_pretrained(str(out_dir))
-        return {"generator": "toy", "model": str(out_dir)}
+        spec = {"generator": "toy", "model": str(out_dir)}
+        return {**spec, "shift": self.shift} if self.shift != 1.0 else spec
 
 
 def random_toy_model(model_config: dict, seed: int = 0) -> nn.Module:

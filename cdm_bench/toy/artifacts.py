@@ -7,7 +7,9 @@ into a temporary folder that is renamed into place when complete, under a file l
 concurrent processes (e.g. torchrun ranks) train it once.
 
 Presets (see :data:`cdm_bench.toy.train.PRESETS`): ``demo`` (the real one, ~5 min to train
-both on 2 CPU cores), ``quick`` (CI health check, ~1 min), ``tiny`` (seconds; unit tests).
+both on 2 CPU cores), ``quick`` (CI health check, ~1 min), ``tiny`` (seconds; unit tests),
+``bench`` (the world benchmark's teacher, ~1 h, sampled with shift 3). A teacher's training
+state is kept in ``.partial-teacher-<hash12>/`` while it trains, so a killed run resumes.
 
 ``get_scorer`` / ``scorer_report`` never import diffusers (the evaluate phase runs without it).
 
@@ -31,7 +33,7 @@ from pathlib import Path
 
 logger = logging.getLogger("cdm_bench.toy")
 
-PRESET_NAMES = ("demo", "quick", "tiny")
+PRESET_NAMES = ("demo", "quick", "tiny", "bench")
 
 
 def _say(msg: str) -> None:
@@ -104,8 +106,13 @@ def teacher_dir(preset: str = "demo", retrain: bool = False, progress: bool = Tr
     from cdm_bench.toy.train import TEACHER_LOG, train_teacher
 
     cfg = _configs(preset)[1]
-    return _ensure("teacher", cfg, lambda c, d: train_teacher(c, d, progress=progress), TEACHER_LOG,
-                   retrain, preset)
+    resume = toy_cache() / f".partial-teacher-{cfg.hash()}"  # survives a killed run; resumed next time
+
+    def run(c, d):
+        train_teacher(c, d, progress=progress, resume_dir=resume)
+        shutil.rmtree(resume, ignore_errors=True)
+
+    return _ensure("teacher", cfg, run, TEACHER_LOG, retrain, preset)
 
 
 def get_teacher(preset: str = "demo", retrain: bool = False, device: str = "cpu"):

@@ -52,7 +52,7 @@ class ToyGenerator(Generator):
     recipe = "teacher"
 
     def __init__(self, model: str = "teacher", preset: str = "demo", nfe: int = 50, guidance: float = 1.0,
-                 sigmas: Sequence[float] | None = None, shift: float = 1.0, resolution: int = 32,
+                 sigmas: Sequence[float] | None = None, shift: float | None = None, resolution: int = 32,
                  dtype: str = "float32", device: str = "cpu", batch_size: int = 64):
         from cdm_bench.toy.train import PRESETS
 
@@ -74,7 +74,9 @@ class ToyGenerator(Generator):
         self.steps = int(nfe)
         self.guidance = float(guidance)
         self.sigmas = [float(s) for s in sigmas] if sigmas is not None else None
-        self.shift = float(shift)
+        from cdm_bench.toy.train import preset_shift
+
+        self.shift = float(preset_shift(preset) if shift is None else shift)  # bench: 3, else 1
         self.resolution = int(resolution)
         self.dtype = dtype
         self.device = device

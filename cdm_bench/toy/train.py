@@ -111,6 +111,15 @@ PRESETS: dict[str, tuple[ScorerConfig, TeacherConfig]] = {
                                  mid_layers=1, text_dim=32, text_layers=1, heads=2, temb_dim=64),
                       steps=100, batch_size=32, warmup=20, ema_decay=0.98),
     ),
+    # the world benchmark's teacher (issue 14): a larger net trained ~18x longer than demo's
+    # (10,000 steps x 64 images), sampled with shift 3 like SD3-Medium (see PRESET_SHIFT); about
+    # an hour on 2 cores, resumable. Same scorer as demo, so toy_fid / toy_align are comparable.
+    "bench": (
+        ScorerConfig(),
+        TeacherConfig(model=dict(block_out_channels=(48, 96, 128), layers_per_block=1, up_layers_per_block=1,
+                                 mid_layers=1, text_dim=64, text_layers=2, heads=4, temb_dim=128),
+                      steps=10_000, warmup=200, ema_decay=0.999),
+    ),
     # unit tests: seconds; random-ish weights
     "tiny": (
         ScorerConfig(channels=(8, 16, 16), feat_dim=16, steps=10, batch_size=32, pool_size=256, eval_n=64),
@@ -121,6 +130,16 @@ PRESETS: dict[str, tuple[ScorerConfig, TeacherConfig]] = {
                       steps=6, batch_size=8, warmup=2, ema_decay=0.0),
     ),
 }
+
+
+#: the sampling scheduler's shift of each preset's teacher (1.0 when absent): the ``bench``
+#: teacher is sampled like SD3-Medium, whose FlowMatchEulerDiscreteScheduler has shift 3, so 4
+#: steps visit [1, .9, .75, .5] and the last step jumps from 0.5 to 0.
+PRESET_SHIFT = {"bench": 3.0}
+
+
+def preset_shift(name: str) -> float:
+    return float(PRESET_SHIFT.get(name, 1.0))
 
 
 def preset(name: str) -> tuple[ScorerConfig, TeacherConfig]:
@@ -292,57 +311,105 @@ def _scorer_report(model, cfg: ScorerConfig, train_time: float, losses: list, th
 
 
 # ---------------------------------------------------------------------------------------
-def train_teacher(cfg: TeacherConfig, out_dir: str | Path, progress: bool = True):
+def train_teacher(cfg: TeacherConfig, out_dir: str | Path, progress: bool = True,
+                  resume_dir: str | Path | None = None, checkpoint_every: int = 500):
     """Train a ``ToyFlowModel`` teacher; ``save_pretrained`` its EMA weights + ``train_log.json``.
 
+    With ``resume_dir`` the full training state (weights, EMA, optimiser, schedule, random
+    generators, losses) is saved there every ``checkpoint_every`` steps and training continues
+    from it when it exists, so a killed run resumes exactly where it stopped.
     Returns the trained (EMA) model in eval mode.
     """
-    from cdm_bench.toy.model import ToyFlowModel
-
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     with _threads(cfg.threads) as threads:
-        t_start = time.time()
-        torch.manual_seed(cfg.seed)
-        model = ToyFlowModel(**cfg.model_kwargs())
-        ema = ToyFlowModel(**cfg.model_kwargs())
-        ema.load_state_dict(model.state_dict())
-        ema.requires_grad_(False)
-        if cfg.channels_last:
-            model = model.to(memory_format=torch.channels_last)
-        opt, sched = _teacher_optimizer(model, cfg)
-        gen = torch.Generator().manual_seed(cfg.seed + 1)
-        rng = np.random.default_rng([cfg.seed, 303])
+        st = _TeacherRun(cfg, Path(resume_dir) if resume_dir else None)
         bar = _progress(cfg.steps, "toy teacher", progress)
-        losses, curve = [], []
-        model.train()
-        ema_params, model_params = list(ema.parameters()), list(model.parameters())
-        for step in range(cfg.steps):
-            xs, sigma, tokens, target = _flow_batch(cfg, rng, gen, model.config.max_tokens)
-            loss = F.mse_loss(model(xs, sigma, tokens).float(), target)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model_params, 1.0)
-            opt.step()
-            sched.step()
-            d = min(cfg.ema_decay, (1 + step) / (10 + step))
-            with torch.no_grad():
-                torch._foreach_lerp_(ema_params, [p.detach() for p in model_params], 1.0 - d)
-            losses.append(loss.item())
-            if step % 25 == 24 or step == cfg.steps - 1:
-                curve.append([step + 1, float(np.mean(losses[-25:])), round(time.time() - t_start, 1)])
-            _tick(bar, step, losses, 4)
+        if bar is not None and st.step:
+            bar.update(st.step)
+        st.model.train()
+        while st.step < cfg.steps:
+            st.one_step()
+            _tick(bar, st.step - 1, st.losses, 4)
+            if st.resume_dir is not None and (st.step % checkpoint_every == 0) and st.step < cfg.steps:
+                st.save()
         if bar is not None:
             bar.close()
-        train_time = time.time() - t_start
-        ema.eval()
-        ema.save_pretrained(str(out))
-        log = {"train_time_s": round(train_time, 1), "steps": cfg.steps, "batch_size": cfg.batch_size,
-               "final_loss": float(np.mean(losses[-50:])), "loss_curve": curve,
-               "params": sum(p.numel() for p in ema.parameters()), "threads": threads,
-               "config": cfg.to_dict(), "config_hash": cfg.hash()}
+        st.ema.eval()
+        st.ema.save_pretrained(str(out))
+        log = {"train_time_s": round(st.elapsed(), 1), "steps": cfg.steps, "batch_size": cfg.batch_size,
+               "final_loss": float(np.mean(st.losses[-50:])), "loss_curve": st.curve,
+               "params": sum(p.numel() for p in st.ema.parameters()), "threads": threads,
+               "resumed_at": st.resumed_at, "config": cfg.to_dict(), "config_hash": cfg.hash()}
         (out / TEACHER_LOG).write_text(json.dumps(log, indent=1, default=str))
-        return ema
+        return st.ema
+
+
+class _TeacherRun:
+    """The state of one teacher training run: fresh, or restored from ``resume_dir/state.pt``."""
+
+    def __init__(self, cfg: TeacherConfig, resume_dir: Path | None):
+        from cdm_bench.toy.model import ToyFlowModel
+
+        self.cfg, self.resume_dir, self.t_start = cfg, resume_dir, time.time()
+        torch.manual_seed(cfg.seed)
+        self.model = ToyFlowModel(**cfg.model_kwargs())
+        self.ema = ToyFlowModel(**cfg.model_kwargs())
+        self.ema.load_state_dict(self.model.state_dict())
+        self.ema.requires_grad_(False)
+        if cfg.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.opt, self.sched = _teacher_optimizer(self.model, cfg)
+        self.gen = torch.Generator().manual_seed(cfg.seed + 1)
+        self.rng = np.random.default_rng([cfg.seed, 303])
+        self.step, self.losses, self.curve, self.before, self.resumed_at = 0, [], [], 0.0, None
+        if resume_dir is not None and (resume_dir / "state.pt").is_file():
+            self._load(torch.load(resume_dir / "state.pt", weights_only=False))
+
+    def elapsed(self) -> float:
+        return self.before + time.time() - self.t_start
+
+    def one_step(self) -> None:
+        cfg = self.cfg
+        xs, sigma, tokens, target = _flow_batch(cfg, self.rng, self.gen, self.model.config.max_tokens)
+        loss = F.mse_loss(self.model(xs, sigma, tokens).float(), target)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        params = list(self.model.parameters())
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        self.opt.step()
+        self.sched.step()
+        d = min(cfg.ema_decay, (1 + self.step) / (10 + self.step))
+        with torch.no_grad():
+            torch._foreach_lerp_(list(self.ema.parameters()), [p.detach() for p in params], 1.0 - d)
+        self.losses.append(loss.item())
+        self.step += 1
+        if self.step % 25 == 0 or self.step == cfg.steps:
+            self.curve.append([self.step, float(np.mean(self.losses[-25:])), round(self.elapsed(), 1)])
+
+    def save(self) -> None:
+        state = {"step": self.step, "model": self.model.state_dict(), "ema": self.ema.state_dict(),
+                 "opt": self.opt.state_dict(), "sched": self.sched.state_dict(), "gen": self.gen.get_state(),
+                 "rng": self.rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
+                 "losses": self.losses, "curve": self.curve, "elapsed": self.elapsed(),
+                 "config_hash": self.cfg.hash()}
+        self.resume_dir.mkdir(parents=True, exist_ok=True)
+        tmp = self.resume_dir / f".state.pt.{os.getpid()}"
+        torch.save(state, tmp)
+        os.replace(tmp, self.resume_dir / "state.pt")
+
+    def _load(self, state: dict) -> None:
+        if state.get("config_hash") != self.cfg.hash():
+            raise ValueError(f"{self.resume_dir}: a resume state of another teacher config")
+        self.model.load_state_dict(state["model"])
+        self.ema.load_state_dict(state["ema"])
+        self.opt.load_state_dict(state["opt"])
+        self.sched.load_state_dict(state["sched"])
+        self.gen.set_state(state["gen"])
+        self.rng.bit_generator.state = state["rng"]
+        torch.set_rng_state(state["torch_rng"])
+        self.step, self.losses, self.curve = int(state["step"]), list(state["losses"]), list(state["curve"])
+        self.before, self.resumed_at = float(state["elapsed"]), int(state["step"])
 
 
 def _teacher_optimizer(model, cfg: TeacherConfig):
