@@ -50,6 +50,7 @@ def generate(generator, prompts, out_dir, samples_per_prompt: int = 1, batch_siz
     ps = prompts if isinstance(prompts, PromptSet) else load_prompt_set(prompts, limit=limit)
     check_prompt_rows(ps)
     gen, spec = build_generator(generator)
+    gen.check_ready()  # e.g. missing weights: fail before the directory is touched
     identity = {"generator": spec, "spec_hash": spec_hash(spec), "prompt_set": ps.describe(),
                 "seed": seed}
     with dist.process_group() as (rank, size), contextlib.ExitStack() as held:
@@ -69,8 +70,9 @@ def generate(generator, prompts, out_dir, samples_per_prompt: int = 1, batch_siz
         stats = _run_jobs(gen, identity, todo, out, rank, size, batch_size, seed, progress)
         dist.barrier()
         all_stats = dist.all_gather(stats)
+        provenance = _merge_provenance(dist.all_gather(gen.provenance()))
         if rank == 0:
-            _finalise(out, ps, samples_per_prompt, all_stats, gen.weights_hash())
+            _finalise(out, ps, samples_per_prompt, all_stats, gen.weights_hash(), provenance)
         dist.barrier()
     return out.root
 
@@ -192,8 +194,18 @@ def _write_png(out: RunDir, prompt: dict, k: int, seed: int, img: np.ndarray, sh
             "file": name, "sha256": hashlib.sha256(data).hexdigest(), "spec_hash": shash, **extra}
 
 
+def _merge_provenance(per_rank: list[dict]) -> dict:
+    """One dict from every rank's ``Generator.provenance()`` (a rank that generated nothing
+    reports nothing; the first rank to report a key wins)."""
+    merged: dict = {}
+    for prov in per_rank:
+        for key, value in (prov or {}).items():
+            merged.setdefault(key, value)
+    return merged
+
+
 def _finalise(out: RunDir, ps: PromptSet, samples_per_prompt: int, stats: list[dict],
-              weights_sha256: str | None = None) -> None:
+              weights_sha256: str | None = None, provenance: dict | None = None) -> None:
     order = {p["id"]: i for i, p in enumerate(ps.prompts)}
     latest = {}
     for r in out.read_records():
@@ -207,5 +219,7 @@ def _finalise(out: RunDir, ps: PromptSet, samples_per_prompt: int, stats: list[d
     ident["n_images"] = len(records)
     if weights_sha256:  # the weights really used (the same config trained elsewhere may differ)
         ident["weights_sha256"] = weights_sha256
+    if provenance:  # a resumed run that generated nothing keeps what the earlier run learned
+        ident["provenance"] = {**ident.get("provenance", {}), **provenance}
     ident.setdefault("timing", []).append({"ranks": stats, "time": time.time()})
     out.write_identity(ident)

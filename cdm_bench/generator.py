@@ -60,6 +60,15 @@ class Generator(ABC):
         """A hash of the weights used, recorded in results (None if not applicable)."""
         return None
 
+    def check_ready(self) -> None:
+        """Raise a :class:`~cdm_bench.errors.CdmBenchError` when this generator cannot run here
+        (e.g. missing weights). Called by ``generate`` before anything is written; cheap."""
+
+    def provenance(self) -> dict:
+        """Facts learned while generating (effective schedule, model revision, ...), recorded
+        in ``generation.json`` under ``provenance``. Plain JSON values; default none."""
+        return {}
+
 
 def hash_dict(d: dict) -> str:
     return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]

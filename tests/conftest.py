@@ -35,3 +35,31 @@ def _register_dummies():
     GENERATORS.register("dummy", DummyGenerator, overwrite=True)
     METRICS.register("brightness", MeanBrightness, overwrite=True)
     METRICS.register("exploding", Exploding, overwrite=True)
+
+
+# Tiny real diffusers pipelines (tests/tiny_pipelines.py), built once per session, offline.
+@pytest.fixture(scope="session")
+def tiny_sd3_dir(tmp_path_factory):
+    """A tiny StableDiffusion3Pipeline folder (CLIP x2 + T5, shift 3.0, 32 px images)."""
+    pytest.importorskip("diffusers")
+    from tiny_pipelines import save_tiny_sd3
+
+    return save_tiny_sd3(tmp_path_factory.mktemp("tiny-sd3"), t5=True, seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_sd3_no_t5_dir(tmp_path_factory):
+    """The same without T5 (saved with text_encoder_3=None, tokenizer_3=None)."""
+    pytest.importorskip("diffusers")
+    from tiny_pipelines import save_tiny_sd3
+
+    return save_tiny_sd3(tmp_path_factory.mktemp("tiny-sd3-no-t5"), t5=False, seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_longcat_dir(tmp_path_factory):
+    """A tiny LongCatImagePipeline folder (Qwen2.5-VL text encoder, 512-token text, 32 px images)."""
+    pytest.importorskip("diffusers")
+    from tiny_pipelines import save_tiny_longcat
+
+    return save_tiny_longcat(tmp_path_factory.mktemp("tiny-longcat"), seed=0)

@@ -7,4 +7,8 @@ BUILTIN_GENERATORS = {
     "toy": "cdm_bench.toy.generator:ToyGenerator",
     "toy-real": "cdm_bench.toy.generator:ToyRealGenerator",
     "diffusers": "cdm_bench.generators.diffusers_generic:DiffusersGenerator",
+    "sd3-medium": "cdm_bench.generators.named:SD3MediumGenerator",
+    "sd3-medium-turbo": "cdm_bench.generators.named:SD3MediumTurboGenerator",
+    "longcat-image": "cdm_bench.generators.named:LongCatImageGenerator",
+    "longcat-image-turbo": "cdm_bench.generators.named:LongCatImageTurboGenerator",
 }
