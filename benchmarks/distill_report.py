@@ -8,6 +8,11 @@ the seed spread (max - min), which is the noise a difference must beat. Writes
 ``distill_world_summary.md`` next to the CSV (the hand-written discussion lives in
 ``distill_world.md``).
 
+Rows with a ``guidance`` column (guidance sweeps, ``--guidance`` / ``--teacher-cfg``) are labelled
+``<recipe> g=<value>`` where a recipe has several values (older CSVs without the column work as
+before). The guidance-frontier comparison with confidence intervals is
+``benchmarks/distill_frontier.py``.
+
 ``--experiments CSV`` instead compares single-seed variants from ``recipes/experiments/`` (same
 command, ``--recipes recipes/experiments/X.yaml``) with the same seed of their ``base:`` recipe
 in ``--csv``, next to that recipe's seed spread, into ``<CSV stem>_summary.md``.
@@ -24,7 +29,18 @@ RESULTS = Path(__file__).parent / "results"
 STUDENTS = ["dmd", "ddmd", "cdm", "cdm_no_offtraj", "cdm_fixed_schedule"]
 
 
+def label_guidance(df: pd.DataFrame) -> pd.DataFrame:
+    """Recipes run at several guidance values -> one label per value (``cdm g=2``)."""
+    if "guidance" not in df.columns:
+        return df
+    df = df.copy()
+    multi = df.groupby("recipe")["guidance"].transform("nunique") > 1
+    df.loc[multi, "recipe"] = [f"{r} g={g:g}" for r, g in zip(df.loc[multi, "recipe"], df.loc[multi, "guidance"])]
+    return df
+
+
 def table(df: pd.DataFrame) -> pd.DataFrame:
+    df = label_guidance(df)
     g = df.groupby(["recipe", "nfe"])
     out = g.agg(seeds=("seed", "nunique"), steps=("steps", "max"), toy_fid=("toy_fid", "mean"),
                 toy_align=("toy_align", "mean"))
@@ -73,7 +89,11 @@ def render(t: pd.DataFrame) -> str:
     lines = ["| recipe | NFE | seeds | steps | toy_fid ↓ | fid spread | toy_align ↑ | align spread |",
              "|---|---|---|---|---|---|---|---|"]
     order = ["teacher", "teacher_cfg"] + STUDENTS
-    for recipe in sorted(t.index.get_level_values(0).unique(), key=lambda r: (order.index(r) if r in order else 99, r)):
+    def rank(r: str) -> tuple:
+        base = r.split(" g=")[0]
+        return (order.index(base) if base in order else 99, r)
+
+    for recipe in sorted(t.index.get_level_values(0).unique(), key=rank):
         for nfe, row in t.loc[recipe].iterrows():
             lines.append(f"| {recipe} | {nfe} | {int(row.seeds)} | {int(row.steps)} | {row.toy_fid:.2f} | "
                          f"{row.fid_spread:.2f} | {row.toy_align:.3f} | {row.align_spread:.3f} |")
@@ -95,7 +115,7 @@ def render_experiments(exp: pd.DataFrame, main: pd.DataFrame) -> str:
     spread = table(main)
     lines = ["| experiment | base | seed | NFE | toy_fid ↓ | base toy_fid | Δ fid | toy_align ↑ | base toy_align "
              "| Δ align | base seed spread (fid / align) |", "|---|---|---|---|---|---|---|---|---|---|---|"]
-    by_key = main.set_index(["recipe", "seed", "nfe"])
+    by_key = label_guidance(main).set_index(["recipe", "seed", "nfe"])
     for _, r in exp.sort_values(["recipe", "seed", "nfe"]).iterrows():
         base = experiment_base(r.recipe)
         if (base, r.seed, r.nfe) not in by_key.index:
