@@ -120,3 +120,15 @@ def test_export_with_copy_base_is_a_whole_pipeline(tiny_sd3_dir, tmp_path):
     StableDiffusion3Pipeline.from_pretrained(str(whole_dir), local_files_only=True)  # loads alone
     whole = build_generator(str(whole_dir / "generator.yaml"))[0]
     assert np.array_equal(pointer.generate(["a red cube"], [5]), whole.generate(["a red cube"], [5]))
+
+
+@pytest.mark.parametrize("recipe", ["sd3_medium/cdm", "longcat/dmd"])
+def test_training_without_weights_is_one_line_and_writes_nothing(recipe, tmp_path):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf"), "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([sys.executable, "-m", "cdm_bench", "train", recipe, "--out", str(tmp_path / "run")],
+                          capture_output=True, text=True, timeout=300, env=env, cwd=ROOT)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1, proc.stderr
+    repo = "stabilityai/stable-diffusion-3-medium-diffusers" if recipe.startswith("sd3") else "meituan-longcat/LongCat-Image"
+    assert repo in lines[0] and "--local-dir" in lines[0] and "Traceback" not in proc.stderr
+    assert not (tmp_path / "run").exists()

@@ -26,6 +26,7 @@ repo id and how to provide a local folder).
 from __future__ import annotations
 
 import os
+import warnings
 from collections import OrderedDict
 from pathlib import Path
 from typing import Sequence
@@ -36,6 +37,9 @@ from torch import nn
 
 from cdm_bench.distill.adapter import ModelAdapter
 from cdm_bench.errors import MissingWeightsError, RecipeError
+
+# diffusers' config loader passes an argument huggingface_hub deprecated; the warning says nothing to users
+warnings.filterwarnings("ignore", message=".*local_dir_use_symlinks.*")
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
