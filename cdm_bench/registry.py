@@ -190,7 +190,7 @@ def _discover_recipes(reg: Registry) -> None:
         if path.stem.startswith("accelerate_"):  # launcher configs, not training recipes
             continue
         reg.register(path.stem, str(path), kind="file")
-    for folder in ("sd3_medium", "longcat"):  # the real models' recipes: "sd3_medium/cdm", ...
+    for folder in ("sd3_medium", "longcat", "world"):  # "sd3_medium/cdm", ...; world: the bench world
         for path in sorted((recipes_dir() / folder).glob("*.yaml")):
             reg.register(f"{folder}/{path.stem}", str(path), kind="file")
 
