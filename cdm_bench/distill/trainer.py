@@ -86,6 +86,7 @@ class Trainer:
         self.recipe = recipe_to_dict(cfg)
         self.step = self.iteration = 0
         self.counts: Counter = Counter()
+        self.adapter.sample_prompts(1, 0)  # a missing prompt set fails here, before any weights load
         self._build_models()
         self.opt_student = self._optimizer(self.student, cfg.student.optim)
         self.opt_fake = self._optimizer(self.fake, cfg.fake.optim)

@@ -125,10 +125,22 @@ def test_export_with_copy_base_is_a_whole_pipeline(tiny_sd3_dir, tmp_path):
 @pytest.mark.parametrize("recipe", ["sd3_medium/cdm", "longcat/dmd"])
 def test_training_without_weights_is_one_line_and_writes_nothing(recipe, tmp_path):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf"), "PYTHONPATH": str(ROOT)}
-    proc = subprocess.run([sys.executable, "-m", "cdm_bench", "train", recipe, "--out", str(tmp_path / "run")],
+    proc = subprocess.run([sys.executable, "-m", "cdm_bench", "train", recipe, "--set", "model.prompts=smoke",
+                           "--out", str(tmp_path / "run")],
                           capture_output=True, text=True, timeout=300, env=env, cwd=ROOT)
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode == 2 and len(lines) == 1, proc.stderr
     repo = "stabilityai/stable-diffusion-3-medium-diffusers" if recipe.startswith("sd3") else "meituan-longcat/LongCat-Image"
     assert repo in lines[0] and "--local-dir" in lines[0] and "Traceback" not in proc.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_missing_training_prompt_set_fails_before_any_weights_load(tiny_sd3_dir, tmp_path, monkeypatch):
+    from cdm_bench.distill.models.sd3 import SD3Adapter
+    from cdm_bench.errors import SpecError
+
+    monkeypatch.setattr(SD3Adapter, "load_teacher_state", lambda self: pytest.fail("weights loaded"))
+    with pytest.raises(SpecError, match="prompt file not found"):
+        train("sd3_medium/cdm", {**tiny(tiny_sd3_dir), "model.prompts": str(tmp_path / "missing.txt")},
+              tmp_path / "run")
     assert not (tmp_path / "run").exists()
