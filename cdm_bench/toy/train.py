@@ -364,7 +364,7 @@ class _TeacherRun:
         self.rng = np.random.default_rng([cfg.seed, 303])
         self.step, self.losses, self.curve, self.before, self.resumed_at = 0, [], [], 0.0, None
         if resume_dir is not None and (resume_dir / "state.pt").is_file():
-            self._load(torch.load(resume_dir / "state.pt", weights_only=False))
+            self._load(torch.load(resume_dir / "state.pt", weights_only=True))
 
     def elapsed(self) -> float:
         return self.before + time.time() - self.t_start
