@@ -144,9 +144,6 @@ class PipelineAdapter(ModelAdapter):
         config = {k: v for k, v in dict(config).items() if not k.startswith("_")}
         return {"class": f"diffusers:{self.transformer_class}", "config": config}
 
-    def load_teacher_state(self) -> dict:
-        return self.load_teacher().state_dict()
-
     def load_teacher(self) -> nn.Module:
         """The pretrained transformer in float32 (the frozen copy is cast to ``teacher_dtype``)."""
         cls = self._diffusers(self.transformer_class)
