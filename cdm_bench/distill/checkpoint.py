@@ -27,6 +27,12 @@ from cdm_bench.distill.config import RESUMABLE_KEYS, RecipeConfig, recipe_to_dic
 from cdm_bench.errors import RunNotFoundError
 
 PREFIX = "checkpoint-"
+#: keys added after runs were first checkpointed -> the value that reproduces a run whose saved
+#: recipe lacks them (see :func:`upgrade_saved_recipe`)
+LEGACY_VALUES = {("student", "optim", "warmup_steps"): 0, ("fake", "optim", "warmup_steps"): 0,
+                 ("student", "optim", "warmup_scale_world"): True, ("fake", "optim", "warmup_scale_world"): True,
+                 ("student", "ema_warmup_offset"): 0, ("train", "share_step_index"): False,
+                 ("train", "sigma_draw"): "range"}
 
 
 class ResumeError(RuntimeError):
@@ -118,4 +124,20 @@ def diff_dicts(a: dict, b: dict, prefix: str = "") -> list[str]:
             out += diff_dicts(va, vb, path + ".")
         elif va != vb:
             out.append(f"{path}: {va!r} -> {vb!r}")
+    return out
+
+
+def upgrade_saved_recipe(saved: dict) -> dict:
+    """A checkpoint's resolved recipe with the keys it predates set to :data:`LEGACY_VALUES` (the
+    behaviour it was trained with), so that resuming compares like with like."""
+    out = copy.deepcopy(saved)
+    for path, value in LEGACY_VALUES.items():
+        node = out
+        for key in path[:-1]:
+            node = node.get(key) if isinstance(node, dict) else None
+        if isinstance(node, dict):
+            node.setdefault(path[-1], value)
+    schedule = out.get("schedule")
+    if isinstance(schedule, dict) and schedule.get("kind") == "random_continuous":
+        schedule.setdefault("per_rank_sigmas", False)
     return out

@@ -39,7 +39,6 @@ config/config.py), the toy recipes set this trainer's earlier behaviour explicit
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import difflib
 import inspect
@@ -54,12 +53,6 @@ from cdm_bench.distill.recipe_files import (  # noqa: F401  (re-exported)
 PRECISIONS = ("fp32", "bf16")
 #: train.* keys that may change on resume (everything else must match the checkpoint's recipe)
 RESUMABLE_KEYS = ("steps", "log_every", "checkpoint_every", "keep_checkpoints", "tensorboard", "progress")
-#: keys added after runs were first checkpointed -> the value that reproduces a run whose saved
-#: recipe lacks them (see :func:`upgrade_saved_recipe`)
-LEGACY_VALUES = {("student", "optim", "warmup_steps"): 0, ("fake", "optim", "warmup_steps"): 0,
-                 ("student", "optim", "warmup_scale_world"): True, ("fake", "optim", "warmup_scale_world"): True,
-                 ("student", "ema_warmup_offset"): 0, ("train", "share_step_index"): False,
-                 ("train", "sigma_draw"): "range"}
 
 
 @dataclass
@@ -390,18 +383,3 @@ def recipe_to_dict(cfg: RecipeConfig) -> dict:
         "train": dataclasses.asdict(cfg.train),
     }
 
-
-def upgrade_saved_recipe(saved: dict) -> dict:
-    """A checkpoint's resolved recipe with the keys it predates set to :data:`LEGACY_VALUES` (the
-    behaviour it was trained with), so that resuming compares like with like."""
-    out = copy.deepcopy(saved)
-    for path, value in LEGACY_VALUES.items():
-        node = out
-        for key in path[:-1]:
-            node = node.get(key) if isinstance(node, dict) else None
-        if isinstance(node, dict):
-            node.setdefault(path[-1], value)
-    schedule = out.get("schedule")
-    if isinstance(schedule, dict) and schedule.get("kind") == "random_continuous":
-        schedule.setdefault("per_rank_sigmas", False)
-    return out

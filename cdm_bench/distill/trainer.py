@@ -21,7 +21,6 @@ run reproduces an uninterrupted one exactly.
 from __future__ import annotations
 
 import contextlib
-import copy
 import json
 import logging
 import time
@@ -36,8 +35,8 @@ from torch import nn
 from cdm_bench.distill import fsdp
 from cdm_bench.distill.adapter import ModelAdapter, build_adapter, cond_cat, cond_index
 from cdm_bench.distill.checkpoint import (check_fresh_run, check_same_recipe, checkpoint_path, latest_checkpoint,
-                                          load_meta, load_state, save_checkpoint)
-from cdm_bench.distill.config import RecipeConfig, load_recipe, recipe_to_dict, upgrade_saved_recipe
+                                          load_meta, load_state, save_checkpoint, upgrade_saved_recipe)
+from cdm_bench.distill.config import RecipeConfig, load_recipe, recipe_to_dict
 from cdm_bench.distill.ema import EMA, lerp_parameters
 from cdm_bench.distill.lr import LinearWarmup
 from cdm_bench.distill.losses import LOSSES, run_queries

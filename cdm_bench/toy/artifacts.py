@@ -132,7 +132,7 @@ def teacher_log(preset: str = "demo") -> dict:
 
 def scorer_dir(preset: str = "demo", retrain: bool = False, progress: bool = True) -> Path:
     """Folder of the preset's scorer (``model.safetensors`` + ``config.json``); trains it if missing."""
-    from cdm_bench.toy.train import SCORER_REPORT, train_scorer
+    from cdm_bench.toy.scorer_training import SCORER_REPORT, train_scorer
 
     cfg = _configs(preset)[0]
     return _ensure("scorer", cfg, lambda c, d: train_scorer(c, d, progress=progress), SCORER_REPORT,
