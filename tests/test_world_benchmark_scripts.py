@@ -1,6 +1,6 @@
 """The world benchmark's scripts: distill_world.py (guidance sweeps, teacher CFG sweep, resume),
-distill_frontier.py (hierarchical-bootstrap frontiers, plots) and distill_report.py, on a
-seconds-long run of the tiny preset."""
+distill_frontier.py (hierarchical-bootstrap frontiers, plots), distill_diagnose.py and
+distill_report.py, on a seconds-long run of the tiny preset."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "benchmarks"
 sys.path.insert(0, str(BENCH))
 
+import distill_diagnose as diagnose  # noqa: E402
 import distill_frontier as frontier  # noqa: E402
 import distill_world as world  # noqa: E402
 
@@ -197,3 +198,36 @@ def test_help_runs():
     for name in ("distill_world.py", "distill_frontier.py"):
         proc = subprocess.run([sys.executable, str(BENCH / name), "--help"], capture_output=True, text=True)
         assert proc.returncode == 0 and "--" in proc.stdout, proc.stderr
+
+
+# -- distill_diagnose.py ------------------------------------------------------------------------------
+def test_frechet_terms_known_answers():
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(4000, 3))
+    a -= a.mean(0)
+    mean_term, cov_term = diagnose.frechet_terms(a, a + np.array([3.0, 0.0, 4.0]))
+    assert mean_term == pytest.approx(25.0) and abs(cov_term) < 1e-6  # shifted copy: mean term only
+    mean_term, cov_term = diagnose.frechet_terms(a, 2.0 * a)
+    # covariances S and 4S: tr(S + 4S - 2 * 2S) = tr(S), about d = 3 for N(0, I)
+    assert mean_term < 1e-20 and cov_term == pytest.approx(np.trace(np.cov(a, rowvar=False)), rel=1e-6)
+
+
+def test_high_freq_share_known_answers():
+    flat = np.full((1, 16, 16, 3), 100, np.uint8)
+    checker = (np.indices((16, 16)).sum(0) % 2 * 255).astype(np.uint8)[None, :, :, None].repeat(3, -1)
+    ramp = np.tile(np.linspace(0, 255, 16).astype(np.uint8)[None, :, None], (16, 1, 3))[None]
+    shares = diagnose.high_freq_share(np.concatenate([flat, checker, ramp]))
+    assert shares[0] == 0.0 and shares[1] == pytest.approx(1.0) and 0.0 < shares[2] < 0.2
+
+
+def test_diagnose_reports_every_source(sweep, tmp_path):
+    tmp, cache, _ = sweep
+    out = tmp_path / "diag.md"
+    run_script("distill_diagnose.py", "--teacher", "tiny", "--runs", str(tmp / "work" / "dmd-g2-seed0"),
+               "--nfe", "1", "2", "--teacher-points", "2:1", "--prompts", "4", "--samples", "2",
+               "--out", str(out), cache=cache)
+    lines = [ln for ln in out.read_text().splitlines() if ln.startswith("| ") and not ln.startswith("| images")]
+    assert [ln.split(" | ")[0][2:] for ln in lines] == [
+        "real renders (other seeds)", "teacher@2 CFG 1", "dmd-g2-seed0@1", "dmd-g2-seed0@2"]
+    real = [float(v) for v in lines[0].strip("| ").split(" | ")[1:]]
+    assert real[4] == pytest.approx(1.0, abs=0.5) and real[3] == 1.0  # real renders: hf ~ 1x, all attributes

@@ -1,0 +1,142 @@
+"""Why a world-benchmark student's toy_fid is what it is: where its images differ from real ones.
+
+    python benchmarks/distill_diagnose.py --teacher bench --nfe 4 \
+        --runs runs/distill_world/bench/cdm-g7-seed0 runs/distill_world/bench/dmd-g1-seed0 \
+        --out benchmarks/results/distill_world_diagnosis.md
+
+On the distillation benchmark's evaluation set (``distill_world.eval_set``: the same prompts and
+noise seeds), for real renders, the teacher (``--teacher-points``: NFE:CFG pairs) and each run's
+exported EMA student (``<run>/export``: its latest evaluation point), it reports:
+
+* ``toy_fid`` split into its two terms, the means' squared distance ``|mu_r - mu_g|^2`` and the
+  covariance term ``tr(S_r + S_g - 2 (S_r S_g)^1/2)`` (same scorer features as the metric, float64);
+* ``toy_align`` (as the metric);
+* ``hf``: the share of each image's spectral power (mean-removed, per channel) above half the
+  Nyquist frequency, averaged over images, relative to real renders (1 = as real); grain or noise
+  left in the images raises it, blur lowers it;
+* ``pix_std``: the mean per-image pixel standard deviation relative to real renders (contrast).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path[:0] = [str(HERE.parent), str(HERE)]
+import cdm_bench  # noqa: E402,F401  (torchvision shim)
+
+
+def frechet_terms(real: np.ndarray, fake: np.ndarray) -> tuple[float, float]:
+    """(|mu_r - mu_g|^2, tr(S_r + S_g - 2 sqrt(S_r S_g))) of two (N, D) feature sets, float64."""
+    from scipy import linalg
+
+    mu_r, mu_g = real.mean(0), fake.mean(0)
+    s_r, s_g = np.cov(real, rowvar=False), np.cov(fake, rowvar=False)
+    root = linalg.sqrtm(s_r @ s_g)
+    root = root.real if np.iscomplexobj(root) else root
+    return float(((mu_r - mu_g) ** 2).sum()), float(np.trace(s_r + s_g - 2 * root))
+
+
+def high_freq_share(images: np.ndarray) -> np.ndarray:
+    """Per image: the share of spectral power (mean removed per channel) above half the Nyquist
+    frequency (radius > 1/4 cycles per pixel)."""
+    x = images.astype(np.float64) / 255.0
+    x = x - x.mean(axis=(1, 2), keepdims=True)
+    power = np.abs(np.fft.fft2(x, axes=(1, 2))) ** 2
+    h, w = images.shape[1:3]
+    fy, fx = np.meshgrid(np.fft.fftfreq(h), np.fft.fftfreq(w), indexing="ij")
+    high = (np.sqrt(fy ** 2 + fx ** 2) > 0.25)[None, :, :, None]
+    return (power * high).sum(axis=(1, 2, 3)) / np.maximum(power.sum(axis=(1, 2, 3)), 1e-12)
+
+
+def describe(name: str, images: np.ndarray, prompts: list[str], scorer, real_feats, real_stats) -> dict:
+    from cdm_bench.toy.scorer import alignment
+
+    feats = scorer.features(images).double().numpy()
+    mean_term, cov_term = frechet_terms(real_feats, feats)
+    hf, std = high_freq_share(images).mean(), images.astype(np.float64).std(axis=(1, 2, 3)).mean()
+    return {"source": name, "toy_fid": mean_term + cov_term, "mean_term": mean_term, "cov_term": cov_term,
+            "toy_align": float(alignment(scorer, images, prompts).mean()),
+            "hf": hf / real_stats[0], "pix_std": std / real_stats[1]}
+
+
+def sources(args, prompts, seeds):
+    """(name, uint8 NHWC images) for the teacher points and each run's exported student."""
+    import torch
+
+    from cdm_bench.toy.artifacts import get_teacher
+    from cdm_bench.toy.model import ToyFlowModel
+    from cdm_bench.toy.sampling import sample_images
+
+    torch.set_num_threads(args.threads)
+    teacher = get_teacher(args.teacher).eval()
+    for point in args.teacher_points:
+        nfe, cfg = (float(v) for v in point.split(":"))
+        yield f"teacher@{nfe:g} CFG {cfg:g}", sample_images(teacher, prompts, seeds, nfe=int(nfe), guidance=cfg,
+                                                            shift=args.shift)
+    for run in args.runs:
+        student = ToyFlowModel.from_pretrained(str(Path(run) / "export")).eval()
+        for nfe in args.nfe:
+            yield f"{Path(run).name}@{nfe}", sample_images(student, prompts, seeds, nfe=nfe, guidance=1.0,
+                                                           shift=args.shift)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from distill_world import eval_set
+
+    from cdm_bench.toy import world
+    from cdm_bench.toy.artifacts import get_scorer
+    from cdm_bench.toy.train import preset_shift
+    from metrics.toy import REAL_SEED_OFFSET
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--teacher", default="bench")
+    ap.add_argument("--scorer", default="demo")
+    ap.add_argument("--runs", nargs="*", default=[])
+    ap.add_argument("--nfe", type=int, nargs="+", default=[4])
+    ap.add_argument("--teacher-points", nargs="*", default=["50:1.5", "4:1"], help="NFE:CFG of teacher rows")
+    ap.add_argument("--prompts", type=int, default=128)
+    ap.add_argument("--samples", type=int, default=2)
+    ap.add_argument("--shift", type=float, default=None)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--out", type=Path, default=None)
+    args = ap.parse_args(argv)
+    args.shift = preset_shift(args.teacher) if args.shift is None else args.shift
+
+    prompts, seeds = eval_set(args.prompts, args.samples)
+    scorer = get_scorer(args.scorer).eval()
+    ref = np.stack([world.render_for_prompt(p, (s + REAL_SEED_OFFSET) % 2**32) for p, s in zip(prompts, seeds)])
+    ref_feats = scorer.features(ref).double().numpy()  # the toy_fid metric's reference images
+    ref_stats = (high_freq_share(ref).mean(), ref.astype(np.float64).std(axis=(1, 2, 3)).mean())
+    other = np.stack([world.render_for_prompt(p, s) for p, s in zip(prompts, seeds)])
+    rows = [describe("real renders (other seeds)", other, prompts, scorer, ref_feats, ref_stats)]
+    for name, images in sources(args, prompts, seeds):
+        rows.append(describe(name, images, prompts, scorer, ref_feats, ref_stats))
+        print(_line(rows[-1]), flush=True)
+    text = report(rows, args, argv if argv is not None else sys.argv[1:])
+    if args.out:
+        args.out.write_text(text)
+    print(text)
+    return 0
+
+
+def _line(r: dict) -> str:
+    return (f"| {r['source']} | {r['toy_fid']:.2f} | {r['mean_term']:.2f} | {r['cov_term']:.2f} | "
+            f"{r['toy_align']:.3f} | {r['hf']:.2f} | {r['pix_std']:.2f} |")
+
+
+def report(rows: list[dict], args, argv: list[str]) -> str:
+    head = ["| images | toy_fid | mean term | cov term | toy_align | hf / real | pix_std / real |",
+            "|---|---|---|---|---|---|---|"]
+    return "\n".join(head + [_line(r) for r in rows]) + (
+        f"\n\n{args.prompts} prompts x {args.samples} samples (the benchmark's evaluation set), shift "
+        f"{args.shift:g}; real renders for the Frechet terms use the toy_fid metric's reference seeds.\n"
+        f"Command: `python benchmarks/distill_diagnose.py {' '.join(argv)}`\n")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
