@@ -14,7 +14,10 @@ exported EMA student (``<run>/export``: its latest evaluation point), it reports
 * ``hf``: the share of each image's spectral power (mean-removed, per channel) above half the
   Nyquist frequency, averaged over images, relative to real renders (1 = as real); grain or noise
   left in the images raises it, blur lowers it;
-* ``pix_std``: the mean per-image pixel standard deviation relative to real renders (contrast).
+* ``pix_std``: the mean per-image pixel standard deviation relative to real renders (contrast);
+* ``count``: the share of images whose object count (the scorer's count head) is the prompt's;
+* ``bg TV``: total-variation distance between the distributions of background kinds (the scorer's
+  background head) in these images and in the reference renders (0 = the same mix).
 """
 
 from __future__ import annotations
@@ -53,15 +56,30 @@ def high_freq_share(images: np.ndarray) -> np.ndarray:
     return (power * high).sum(axis=(1, 2, 3)) / np.maximum(power.sum(axis=(1, 2, 3)), 1e-12)
 
 
-def describe(name: str, images: np.ndarray, prompts: list[str], scorer, real_feats, real_stats) -> dict:
+def heads(scorer, images: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(float64 features, predicted object counts, background-kind histogram) of uint8 NHWC images."""
+    import torch
+
+    feats = scorer.features(images)
+    with torch.no_grad():
+        counts = scorer.count_head(feats).argmax(1).numpy() + 1
+        kinds = scorer.bg_head(feats).argmax(1).numpy()
+    hist = np.bincount(kinds, minlength=scorer.bg_head.out_features) / len(kinds)
+    return feats.double().numpy(), counts, hist
+
+
+def describe(name: str, images: np.ndarray, prompts: list[str], scorer, ref: dict) -> dict:
+    from cdm_bench.toy import world
     from cdm_bench.toy.scorer import alignment
 
-    feats = scorer.features(images).double().numpy()
-    mean_term, cov_term = frechet_terms(real_feats, feats)
+    feats, counts, hist = heads(scorer, images)
+    mean_term, cov_term = frechet_terms(ref["feats"], feats)
+    wanted = np.array([len(world.scene_for_prompt(p, 0).objects) for p in prompts])
     hf, std = high_freq_share(images).mean(), images.astype(np.float64).std(axis=(1, 2, 3)).mean()
     return {"source": name, "toy_fid": mean_term + cov_term, "mean_term": mean_term, "cov_term": cov_term,
             "toy_align": float(alignment(scorer, images, prompts).mean()),
-            "hf": hf / real_stats[0], "pix_std": std / real_stats[1]}
+            "hf": hf / ref["hf"], "pix_std": std / ref["std"], "count": float((counts == wanted).mean()),
+            "bg_tv": 0.5 * float(np.abs(hist - ref["bg"]).sum())}
 
 
 def sources(args, prompts, seeds):
@@ -110,12 +128,13 @@ def main(argv: list[str] | None = None) -> int:
     prompts, seeds = eval_set(args.prompts, args.samples)
     scorer = get_scorer(args.scorer).eval()
     ref = np.stack([world.render_for_prompt(p, (s + REAL_SEED_OFFSET) % 2**32) for p, s in zip(prompts, seeds)])
-    ref_feats = scorer.features(ref).double().numpy()  # the toy_fid metric's reference images
-    ref_stats = (high_freq_share(ref).mean(), ref.astype(np.float64).std(axis=(1, 2, 3)).mean())
+    feats, _, hist = heads(scorer, ref)  # the toy_fid metric's reference images
+    ref = {"feats": feats, "bg": hist, "hf": high_freq_share(ref).mean(),
+           "std": ref.astype(np.float64).std(axis=(1, 2, 3)).mean()}
     other = np.stack([world.render_for_prompt(p, s) for p, s in zip(prompts, seeds)])
-    rows = [describe("real renders (other seeds)", other, prompts, scorer, ref_feats, ref_stats)]
+    rows = [describe("real renders (other seeds)", other, prompts, scorer, ref)]
     for name, images in sources(args, prompts, seeds):
-        rows.append(describe(name, images, prompts, scorer, ref_feats, ref_stats))
+        rows.append(describe(name, images, prompts, scorer, ref))
         print(_line(rows[-1]), flush=True)
     text = report(rows, args, argv if argv is not None else sys.argv[1:])
     if args.out:
@@ -126,12 +145,12 @@ def main(argv: list[str] | None = None) -> int:
 
 def _line(r: dict) -> str:
     return (f"| {r['source']} | {r['toy_fid']:.2f} | {r['mean_term']:.2f} | {r['cov_term']:.2f} | "
-            f"{r['toy_align']:.3f} | {r['hf']:.2f} | {r['pix_std']:.2f} |")
+            f"{r['toy_align']:.3f} | {r['hf']:.2f} | {r['pix_std']:.2f} | {r['count']:.3f} | {r['bg_tv']:.3f} |")
 
 
 def report(rows: list[dict], args, argv: list[str]) -> str:
-    head = ["| images | toy_fid | mean term | cov term | toy_align | hf / real | pix_std / real |",
-            "|---|---|---|---|---|---|---|"]
+    head = ["| images | toy_fid | mean term | cov term | toy_align | hf / real | pix_std / real | count | bg TV |",
+            "|---|---|---|---|---|---|---|---|---|"]
     return "\n".join(head + [_line(r) for r in rows]) + (
         f"\n\n{args.prompts} prompts x {args.samples} samples (the benchmark's evaluation set), shift "
         f"{args.shift:g}; real renders for the Frechet terms use the toy_fid metric's reference seeds.\n"

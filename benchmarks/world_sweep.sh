@@ -1,0 +1,53 @@
+#!/bin/bash
+# The world benchmark's runs (issue 14), as recorded in benchmarks/results/distill_world.md.
+#
+#   benchmarks/world_sweep.sh            # every run below, two lanes of one process (1 thread) each
+#   benchmarks/world_sweep.sh report     # only rebuild the CSVs, the frontier tables/plots and the diagnosis
+#
+# Every run has its own directory under runs/distill_world/bench (resumable from its last
+# checkpoint; finished evaluations are cached), so re-running continues where it stopped. A run
+# is ~1,000 steps x 1.5-2.5 s on one core of the 2-core machine with the other lane busy
+# (dmd fastest, cdm slowest) plus ~1 min per evaluation: 30-45 min. Add a guidance value, a seed
+# or more steps by adding a line (or raising STEPS: the runs continue from their checkpoints).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python}
+STEPS=${STEPS:-1000}
+OUT=runs/wb
+mkdir -p "$OUT"
+T="--teacher bench --steps $STEPS --eval-every 200 --last 3 --prompts 128 --samples 2 --no-teacher --jobs 1 --threads 1"
+
+one() {  # recipe guidance seed [extra args]: one run of recipes/world/<recipe>.yaml
+  local r=$1 g=$2 s=$3; shift 3
+  $PY benchmarks/distill_world.py $T --seeds "$s" --recipes "world/$r" --guidance "world/$r=$g" \
+    --out "$OUT/s${s}_${r}_g$g.csv" "$@"
+}
+diag_fakelr() {  # diagnostic (not a method): dmd without CFG, the fake teacher's lr x10
+  $PY benchmarks/distill_world.py $T --seeds 0 --recipes world/dmd --guidance world/dmd=1 --set fake.optim.lr=5e-5 \
+    --work runs/distill_world/bench_diag_fakelr --out "$OUT/diag_fakelr_dmd_g1.csv"
+}
+teacher() {  # the teacher's rows: 1/2/4/50 steps without CFG, 50 steps over CFG, 3 sampling-noise sets
+  $PY benchmarks/distill_world.py --teacher bench --teacher-only --prompts 128 --samples 2 --threads 1 \
+    --teacher-cfg 1.5,2,3,4,6 --teacher-seeds 0,1,2 --out "$OUT/teacher.csv"
+}
+
+report() {
+  local B=runs/distill_world/bench
+  $PY benchmarks/distill_world.py --summarise "$OUT"/teacher_evals.csv "$OUT"/s*_evals.csv --last 3 \
+    --out benchmarks/results/distill_world.csv
+  $PY benchmarks/distill_world.py --summarise "$OUT"/diag_*_evals.csv --last 3 \
+    --out benchmarks/results/distill_world_diag.csv
+  $PY benchmarks/distill_frontier.py --evals benchmarks/results/distill_world_evals.csv --last 3
+  $PY benchmarks/distill_diagnose.py --teacher bench --nfe 2 4 --teacher-points 50:1 50:1.5 50:3 4:1 2:1 \
+    --runs $B/ddmd-g1-seed0 $B/ddmd-g4-seed0 $B/cdm-g4-seed0 $B/cdm-g7-seed0 $B/dmd-g1-seed0 $B/dmd-g3-seed0 \
+    --out benchmarks/results/distill_world_diagnosis.md
+}
+
+if [ "${1:-}" = report ]; then report; exit 0; fi
+# seed 0: the guidance curves (CA weight for the CDM family, the real score's CFG for dmd)
+laneA() { one cdm 4 0; one ddmd 1 0; one dmd 1 0; one cdm 7 0; one cdm_fixed_schedule 7 0; one dmd 8 0; one cdm 2 0; }
+laneB() { one ddmd 4 0; one dmd 3 0; one ddmd 2 0; diag_fakelr; one cdm_no_offtraj 7 0; one dmd 5 0; one ddmd 7 0; teacher; }
+laneA > "$OUT/laneA.log" 2>&1 &
+laneB > "$OUT/laneB.log" 2>&1 &
+wait
+report
