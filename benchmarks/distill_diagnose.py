@@ -17,7 +17,8 @@ exported EMA student (``<run>/export``: its latest evaluation point), it reports
 * ``pix_std``: the mean per-image pixel standard deviation relative to real renders (contrast);
 * ``count``: the share of images whose object count (the scorer's count head) is the prompt's;
 * ``bg TV``: total-variation distance between the distributions of background kinds (the scorer's
-  background head) in these images and in the reference renders (0 = the same mix).
+  background head) in these images and in the reference renders (0 = the same mix); ``bg mix``:
+  that distribution itself, in the scorer's order of background kinds.
 """
 
 from __future__ import annotations
@@ -79,7 +80,7 @@ def describe(name: str, images: np.ndarray, prompts: list[str], scorer, ref: dic
     return {"source": name, "toy_fid": mean_term + cov_term, "mean_term": mean_term, "cov_term": cov_term,
             "toy_align": float(alignment(scorer, images, prompts).mean()),
             "hf": hf / ref["hf"], "pix_std": std / ref["std"], "count": float((counts == wanted).mean()),
-            "bg_tv": 0.5 * float(np.abs(hist - ref["bg"]).sum())}
+            "bg_tv": 0.5 * float(np.abs(hist - ref["bg"]).sum()), "bg_mix": hist}
 
 
 def sources(args, prompts, seeds):
@@ -96,10 +97,12 @@ def sources(args, prompts, seeds):
         nfe, cfg = (float(v) for v in point.split(":"))
         yield f"teacher@{nfe:g} CFG {cfg:g}", sample_images(teacher, prompts, seeds, nfe=int(nfe), guidance=cfg,
                                                             shift=args.shift)
-    for run in args.runs:
-        student = ToyFlowModel.from_pretrained(str(Path(run) / "export")).eval()
+    names = [Path(r).name for r in args.runs]
+    for run in map(Path, args.runs):  # a run name used twice is told apart by its parent folder
+        label = run.name if names.count(run.name) == 1 else f"{run.parent.name}/{run.name}"
+        student = ToyFlowModel.from_pretrained(str(run / "export")).eval()
         for nfe in args.nfe:
-            yield f"{Path(run).name}@{nfe}", sample_images(student, prompts, seeds, nfe=nfe, guidance=1.0,
+            yield f"{label}@{nfe}", sample_images(student, prompts, seeds, nfe=nfe, guidance=1.0,
                                                            shift=args.shift)
 
 
@@ -127,6 +130,7 @@ def main(argv: list[str] | None = None) -> int:
 
     prompts, seeds = eval_set(args.prompts, args.samples)
     scorer = get_scorer(args.scorer).eval()
+    args.bg_kinds = list(scorer.config.get("backgrounds") or range(scorer.bg_head.out_features))
     ref = np.stack([world.render_for_prompt(p, (s + REAL_SEED_OFFSET) % 2**32) for p, s in zip(prompts, seeds)])
     feats, _, hist = heads(scorer, ref)  # the toy_fid metric's reference images
     ref = {"feats": feats, "bg": hist, "hf": high_freq_share(ref).mean(),
@@ -145,12 +149,14 @@ def main(argv: list[str] | None = None) -> int:
 
 def _line(r: dict) -> str:
     return (f"| {r['source']} | {r['toy_fid']:.2f} | {r['mean_term']:.2f} | {r['cov_term']:.2f} | "
-            f"{r['toy_align']:.3f} | {r['hf']:.2f} | {r['pix_std']:.2f} | {r['count']:.3f} | {r['bg_tv']:.3f} |")
+            f"{r['toy_align']:.3f} | {r['hf']:.2f} | {r['pix_std']:.2f} | {r['count']:.3f} | {r['bg_tv']:.3f} | "
+            + " / ".join(f"{v:.2f}" for v in r["bg_mix"]) + " |")
 
 
 def report(rows: list[dict], args, argv: list[str]) -> str:
-    head = ["| images | toy_fid | mean term | cov term | toy_align | hf / real | pix_std / real | count | bg TV |",
-            "|---|---|---|---|---|---|---|---|---|"]
+    kinds = " / ".join(args.bg_kinds)
+    head = [f"| images | toy_fid | mean term | cov term | toy_align | hf / real | pix_std / real | count | bg TV | bg mix ({kinds}) |",
+            "|---|---|---|---|---|---|---|---|---|---|"]
     return "\n".join(head + [_line(r) for r in rows]) + (
         f"\n\n{args.prompts} prompts x {args.samples} samples (the benchmark's evaluation set), shift "
         f"{args.shift:g}; real renders for the Frechet terms use the toy_fid metric's reference seeds.\n"

@@ -39,7 +39,8 @@ report() {
     --out benchmarks/results/distill_world_diag.csv
   $PY benchmarks/distill_frontier.py --evals benchmarks/results/distill_world_evals.csv --last 3
   $PY benchmarks/distill_diagnose.py --teacher bench --nfe 2 4 --teacher-points 50:1 50:1.5 50:3 4:1 2:1 \
-    --runs $B/ddmd-g1-seed0 $B/ddmd-g4-seed0 $B/cdm-g4-seed0 $B/cdm-g7-seed0 $B/dmd-g1-seed0 $B/dmd-g3-seed0 \
+    --runs $B/ddmd-g1-seed0 $B/ddmd-g4-seed0 $B/cdm-g4-seed0 $B/cdm-g7-seed0 $B/cdm_no_offtraj-g7-seed0 \
+      $B/dmd-g1-seed0 $B/dmd-g3-seed0 runs/distill_world/bench_diag_fakelr/dmd-g1-seed0 \
     --out benchmarks/results/distill_world_diagnosis.md
 }
 
