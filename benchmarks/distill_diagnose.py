@@ -2,7 +2,7 @@
 
     python benchmarks/distill_diagnose.py --teacher bench --nfe 4 \
         --runs runs/distill_world/bench/cdm-g7-seed0 runs/distill_world/bench/dmd-g1-seed0 \
-        --out benchmarks/results/distill_world_diagnosis.md
+        --out benchmarks/results/distill_world_diagnosis.md --grid benchmarks/results/distill_world_grid.png
 
 On the distillation benchmark's evaluation set (``distill_world.eval_set``: the same prompts and
 noise seeds), for real renders, the teacher (``--teacher-points``: NFE:CFG pairs) and each run's
@@ -125,6 +125,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--shift", type=float, default=None)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--grid", type=Path, default=None, help="PNG: the first --grid-n images of every source, a row each")
+    ap.add_argument("--grid-n", type=int, default=10)
     args = ap.parse_args(argv)
     args.shift = preset_shift(args.teacher) if args.shift is None else args.shift
 
@@ -137,14 +139,39 @@ def main(argv: list[str] | None = None) -> int:
            "std": ref.astype(np.float64).std(axis=(1, 2, 3)).mean()}
     other = np.stack([world.render_for_prompt(p, s) for p, s in zip(prompts, seeds)])
     rows = [describe("real renders (other seeds)", other, prompts, scorer, ref)]
+    strips = [("real renders", other[:args.grid_n])]
     for name, images in sources(args, prompts, seeds):
         rows.append(describe(name, images, prompts, scorer, ref))
+        strips.append((name, images[:args.grid_n]))
         print(_line(rows[-1]), flush=True)
+    if args.grid:
+        save_grid(strips, args.grid)
     text = report(rows, args, argv if argv is not None else sys.argv[1:])
     if args.out:
         args.out.write_text(text)
     print(text)
     return 0
+
+
+def save_grid(strips: list[tuple[str, np.ndarray]], path: Path, scale: int = 3) -> None:
+    """One row of images per source, its name on the left (matplotlib, nearest-neighbour pixels)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [np.concatenate(list(images), axis=1) for _, images in strips]
+    width = max(r.shape[1] for r in rows)
+    height = rows[0].shape[0]
+    fig, axes = plt.subplots(len(rows), 1, figsize=(width * scale / 100, len(rows) * (height * scale / 100 + 0.25)),
+                             squeeze=False)
+    for ax, (name, _), row in zip(axes[:, 0], strips, rows):
+        ax.imshow(row, interpolation="nearest")
+        ax.set_xticks([]), ax.set_yticks([])
+        ax.set_title(name, loc="left", fontsize=9)
+    fig.tight_layout(pad=0.3)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
 
 
 def _line(r: dict) -> str:

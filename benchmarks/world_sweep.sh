@@ -41,7 +41,7 @@ report() {
   $PY benchmarks/distill_diagnose.py --teacher bench --nfe 2 4 --teacher-points 50:1 50:1.5 50:3 4:1 2:1 \
     --runs $B/ddmd-g1-seed0 $B/ddmd-g4-seed0 $B/cdm-g4-seed0 $B/cdm-g7-seed0 $B/cdm_no_offtraj-g7-seed0 \
       $B/dmd-g1-seed0 $B/dmd-g3-seed0 runs/distill_world/bench_diag_fakelr/dmd-g1-seed0 \
-    --out benchmarks/results/distill_world_diagnosis.md
+    --out benchmarks/results/distill_world_diagnosis.md --grid benchmarks/results/distill_world_grid.png
 }
 
 if [ "${1:-}" = report ]; then report; exit 0; fi

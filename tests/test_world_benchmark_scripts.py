@@ -225,7 +225,10 @@ def test_diagnose_reports_every_source(sweep, tmp_path):
     out = tmp_path / "diag.md"
     run_script("distill_diagnose.py", "--teacher", "tiny", "--scorer", "tiny", "--runs", str(tmp / "work" / "dmd-g2-seed0"),
                "--nfe", "1", "2", "--teacher-points", "2:1", "--prompts", "4", "--samples", "2",
-               "--out", str(out), cache=cache)
+               "--out", str(out), "--grid", str(tmp_path / "grid.png"), "--grid-n", "3", cache=cache)
+    from PIL import Image
+
+    assert Image.open(tmp_path / "grid.png").size[1] > 4 * 32  # a row per source
     lines = [ln for ln in out.read_text().splitlines() if ln.startswith("| ") and not ln.startswith("| images")]
     assert [ln.split(" | ")[0][2:] for ln in lines] == [
         "real renders (other seeds)", "teacher@2 CFG 1", "dmd-g2-seed0@1", "dmd-g2-seed0@2"]
