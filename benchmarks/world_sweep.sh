@@ -39,15 +39,18 @@ report() {
     --out benchmarks/results/distill_world_diag.csv
   $PY benchmarks/distill_frontier.py --evals benchmarks/results/distill_world_evals.csv --last 3
   $PY benchmarks/distill_diagnose.py --teacher bench --nfe 2 4 --teacher-points 50:1 50:1.5 50:3 4:1 2:1 \
-    --runs $B/ddmd-g1-seed0 $B/ddmd-g4-seed0 $B/cdm-g4-seed0 $B/cdm-g7-seed0 $B/cdm_no_offtraj-g7-seed0 \
-      $B/dmd-g1-seed0 $B/dmd-g3-seed0 runs/distill_world/bench_diag_fakelr/dmd-g1-seed0 \
+    --runs $B/dmd-g1-seed0 $B/dmd-g3-seed0 $B/dmd-g5-seed0 $B/ddmd-g1-seed0 $B/ddmd-g4-seed0 $B/cdm-g4-seed0 \
+      $B/cdm-g7-seed0 $B/cdm_no_offtraj-g7-seed0 $B/cdm_fixed_schedule-g7-seed0 runs/distill_world/bench_diag_fakelr/dmd-g1-seed0 \
     --out benchmarks/results/distill_world_diagnosis.md --grid benchmarks/results/distill_world_grid.png
 }
 
 if [ "${1:-}" = report ]; then report; exit 0; fi
-# seed 0: the guidance curves (CA weight for the CDM family, the real score's CFG for dmd)
-laneA() { one cdm 4 0; one ddmd 1 0; one dmd 1 0; one cdm 7 0; one cdm_fixed_schedule 7 0; one dmd 8 0; one cdm 2 0; }
-laneB() { one ddmd 4 0; one dmd 3 0; one ddmd 2 0; diag_fakelr; one cdm_no_offtraj 7 0; one dmd 5 0; one ddmd 7 0; teacher; }
+# the guidance curves (CA weight for the CDM family, the real score's CFG for dmd):
+# seed 0 over guidance, then seed 1 of the ablation question (cdm vs cdm_no_offtraj at the paper's CA 7)
+laneA() { one cdm 4 0; one ddmd 1 0; one dmd 1 0; one cdm 7 0; one cdm_fixed_schedule 7 0; one cdm_no_offtraj 7 1; }
+laneB() { one ddmd 4 0; one dmd 3 0; one ddmd 2 0; diag_fakelr; one cdm_no_offtraj 7 0; one dmd 5 0; one cdm 7 1; teacher; }
+# not run yet (next): one dmd 8 0; one ddmd 7 0; one cdm 2 0; one cdm 1 0; seed 2 of cdm / cdm_no_offtraj g7;
+# seeds 1-2 of the best point of each method
 laneA > "$OUT/laneA.log" 2>&1 &
 laneB > "$OUT/laneB.log" 2>&1 &
 wait
