@@ -47,11 +47,11 @@ report() {
 if [ "${1:-}" = report ]; then report; exit 0; fi
 # the guidance curves (CA weight for the CDM family, the real score's CFG for dmd):
 # seed 0 over guidance, then seeds 1-2 of the ablation question (cdm vs cdm_no_offtraj at the paper's CA 7)
-# and seed 1 of the best dmd and ddmd points
-laneA() { one cdm 4 0; one ddmd 1 0; one dmd 1 0; one cdm 7 0; one cdm_fixed_schedule 7 0; one cdm_no_offtraj 7 1; one cdm_no_offtraj 7 2; one dmd 5 1; }
-laneB() { one ddmd 4 0; one dmd 3 0; one ddmd 2 0; diag_fakelr; one cdm_no_offtraj 7 0; one dmd 5 0; one cdm 7 1; one cdm 7 2; one ddmd 4 1; teacher; }
+# and seeds 1-2 of the best dmd and ddmd points
+laneA() { one cdm 4 0; one ddmd 1 0; one dmd 1 0; one cdm 7 0; one cdm_fixed_schedule 7 0; one cdm_no_offtraj 7 1; one cdm_no_offtraj 7 2; one dmd 5 1; one dmd 5 2; }
+laneB() { one ddmd 4 0; one dmd 3 0; one ddmd 2 0; diag_fakelr; one cdm_no_offtraj 7 0; one dmd 5 0; one cdm 7 1; one cdm 7 2; one ddmd 4 1; one ddmd 4 2; teacher; }
 # not run yet (next): one dmd 8 0; one ddmd 7 0; one cdm 2 0; one cdm 1 0;
-# seed 2 of dmd 5 and ddmd 4
+# seeds 1-2 of dmd 5 and ddmd 4 are in the lanes above
 laneA > "$OUT/laneA.log" 2>&1 &
 laneB > "$OUT/laneB.log" 2>&1 &
 wait
