@@ -70,16 +70,14 @@ def heads(scorer, images: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarra
 
 
 def describe(name: str, images: np.ndarray, prompts: list[str], scorer, ref: dict) -> dict:
-    from cdm_bench.toy import world
     from cdm_bench.toy.scorer import alignment
 
     feats, counts, hist = heads(scorer, images)
     mean_term, cov_term = frechet_terms(ref["feats"], feats)
-    wanted = np.array([len(world.scene_for_prompt(p, 0).objects) for p in prompts])
     hf, std = high_freq_share(images).mean(), images.astype(np.float64).std(axis=(1, 2, 3)).mean()
     return {"source": name, "toy_fid": mean_term + cov_term, "mean_term": mean_term, "cov_term": cov_term,
             "toy_align": float(alignment(scorer, images, prompts).mean()),
-            "hf": hf / ref["hf"], "pix_std": std / ref["std"], "count": float((counts == wanted).mean()),
+            "hf": hf / ref["hf"], "pix_std": std / ref["std"], "count": float((counts == ref["objects"]).mean()),
             "bg_tv": 0.5 * float(np.abs(hist - ref["bg"]).sum()), "bg_mix": hist}
 
 
@@ -136,6 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     ref = np.stack([world.render_for_prompt(p, (s + REAL_SEED_OFFSET) % 2**32) for p, s in zip(prompts, seeds)])
     feats, _, hist = heads(scorer, ref)  # the toy_fid metric's reference images
     ref = {"feats": feats, "bg": hist, "hf": high_freq_share(ref).mean(),
+           "objects": np.array([len(world.scene_for_prompt(p, 0).objects) for p in prompts]),
            "std": ref.astype(np.float64).std(axis=(1, 2, 3)).mean()}
     other = np.stack([world.render_for_prompt(p, s) for p, s in zip(prompts, seeds)])
     rows = [describe("real renders (other seeds)", other, prompts, scorer, ref)]
