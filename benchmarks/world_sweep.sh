@@ -2,7 +2,8 @@
 # The world benchmark's runs (issue 14), as recorded in benchmarks/results/distill_world.md.
 #
 #   benchmarks/world_sweep.sh            # every run below, two lanes of one process (1 thread) each
-#   benchmarks/world_sweep.sh report     # only rebuild the CSVs, the frontier tables/plots and the diagnosis
+#   benchmarks/world_sweep.sh report     # only rebuild the CSVs, the frontier tables/plots, the diagnosis
+#                                        # and the tables in distill_world.md
 #
 # Every run has its own directory under runs/distill_world/bench (resumable from its last
 # checkpoint; finished evaluations are cached), so re-running continues where it stopped. A run
@@ -42,6 +43,7 @@ report() {
     --runs $B/dmd-g1-seed0 $B/dmd-g3-seed0 $B/dmd-g5-seed0 $B/ddmd-g1-seed0 $B/ddmd-g4-seed0 $B/cdm-g4-seed0 \
       $B/cdm-g7-seed0 $B/cdm_no_offtraj-g7-seed0 $B/cdm_fixed_schedule-g7-seed0 runs/distill_world/bench_diag_fakelr/dmd-g1-seed0 \
     --out benchmarks/results/distill_world_diagnosis.md --grid benchmarks/results/distill_world_grid.png
+  $PY benchmarks/distill_writeup.py   # the write-up's tables from the files above
 }
 
 if [ "${1:-}" = report ]; then report; exit 0; fi
