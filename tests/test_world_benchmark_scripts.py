@@ -159,6 +159,21 @@ def test_dominance_needs_separated_intervals():
     assert not frontier.dominates(point("cdm", 10, 0.22), point("dmd", 12, 0.2))  # toy_align CIs overlap
 
 
+def test_seed_check_counts_each_methods_own_frontier_points():
+    def pts(rows):
+        return pd.DataFrame([{"method": m, "nfe": 4, "guidance": g, "seeds": s, "toy_fid": f, "toy_align": a}
+                             for m, g, s, f, a in rows])
+
+    base = [("dmd", 1.0, 1, 19.0, 0.70), ("dmd", 5.0, 3, 14.5, 0.80),  # g=1 dominated by g=5 (means)
+            ("cdm", 7.0, 3, 16.8, 0.79), ("teacher", 1.0, 1, 15.5, 0.59)]
+    assert [(p.method, p.guidance) for p in frontier.own_frontier(pts(base), 4)] == [("cdm", 7.0), ("dmd", 5.0)]
+    ok, text = frontier.check_seeds(pts(base))
+    assert ok and "2 points" in text and "fewer: none" in text
+    # a one-seed point that trades fidelity for alignment is on its method's frontier: it needs seeds
+    ok, text = frontier.check_seeds(pts(base + [("dmd", 8.0, 1, 15.0, 0.82)]))
+    assert not ok and "dmd@4 g=8 (1)" in text
+
+
 def test_guidance_keys_and_errors(tmp_path):
     assert world.guidance_setting("dmd") == ("losses.dmd2.real_guidance", 2.0)
     assert world.guidance_setting("cdm_no_offtraj")[0] == "losses.ca.guidance"
