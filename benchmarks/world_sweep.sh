@@ -7,8 +7,8 @@
 #
 # Every run has its own directory under runs/distill_world/bench (resumable from its last
 # checkpoint; finished evaluations are cached), so re-running continues where it stopped. A run
-# is ~1,000 steps x 1.5-2.5 s on one core of the 2-core machine with the other lane busy
-# (dmd fastest, cdm slowest) plus ~1 min per evaluation: 30-45 min. Add a guidance value, a seed
+# is 1,000 steps on one core of the 2-core machine with the other lane busy: 12 min (dmd), 15 min
+# (ddmd), 23 min (cdm) when nothing else runs (session 7); 30-45 min when the machine is shared. Add a guidance value, a seed
 # or more steps by adding a line (or raising STEPS: the runs continue from their checkpoints).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -26,6 +26,11 @@ one() {  # recipe guidance seed [extra args]: one run of recipes/world/<recipe>.
 diag_fakelr() {  # diagnostic (not a method): dmd without CFG, the fake teacher's lr x10
   $PY benchmarks/distill_world.py $T --seeds 0 --recipes world/dmd --guidance world/dmd=1 --set fake.optim.lr=5e-5 \
     --work runs/distill_world/bench_diag_fakelr --out "$OUT/diag_fakelr_dmd_g1.csv"
+}
+diag_halfdm() {  # hypothesis test (not a method): cdm CA 7 with both DM terms at half weight
+  $PY benchmarks/distill_world.py $T --seeds 0 --recipes world/cdm --guidance world/cdm=7 \
+    --set losses.dm.weight=0.5 --set losses.cdm_offtraj.weight=0.5 \
+    --work runs/distill_world/bench_diag_halfdm --out "$OUT/diag_halfdm_cdm_g7.csv"
 }
 teacher() {  # the teacher's rows: 1/2/4/50 steps without CFG, 50 steps over CFG, 3 sampling-noise sets
   $PY benchmarks/distill_world.py --teacher bench --teacher-only --prompts 128 --samples 2 --threads 1 \
@@ -47,13 +52,17 @@ report() {
 }
 
 if [ "${1:-}" = report ]; then report; exit 0; fi
-# the guidance curves (CA weight for the CDM family, the real score's CFG for dmd):
-# seed 0 over guidance, then seeds 1-2 of the ablation question (cdm vs cdm_no_offtraj at the paper's CA 7)
-# and seeds 1-2 of the best dmd and ddmd points
-laneA() { one cdm 4 0; one ddmd 1 0; one dmd 1 0; one cdm 7 0; one cdm_fixed_schedule 7 0; one cdm_no_offtraj 7 1; one cdm_no_offtraj 7 2; one dmd 5 1; one dmd 5 2; }
-laneB() { one ddmd 4 0; one dmd 3 0; one ddmd 2 0; diag_fakelr; one cdm_no_offtraj 7 0; one dmd 5 0; one cdm 7 1; one cdm 7 2; one ddmd 4 1; one ddmd 4 2; teacher; }
-# not run yet (next): one dmd 8 0; one ddmd 7 0; one cdm 2 0; one cdm 1 0;
-# seeds 1-2 of dmd 5 and ddmd 4 are in the lanes above
+# the guidance curves (CA weight for the CDM family, the real score's CFG for dmd), seed 0 over
+# guidance; then seeds 1-2 of each method's best point and of the ablations at the paper's CA 7.
+# (Session 6 ran the first 20 runs; session 7 the rest, from `one dmd 8 0` on.)
+laneA() { one cdm 4 0; one ddmd 1 0; one dmd 1 0; one cdm 7 0; one cdm_fixed_schedule 7 0; one cdm_no_offtraj 7 1
+          one cdm_no_offtraj 7 2; one dmd 5 1; one dmd 5 2
+          one cdm 10 0; one dmd 8 2; one cdm 10 1; one cdm_fixed_schedule 7 2; one ddmd 7 2; diag_halfdm
+          one cdm_no_offtraj 4 0; }
+laneB() { one ddmd 4 0; one dmd 3 0; one ddmd 2 0; diag_fakelr; one cdm_no_offtraj 7 0; one dmd 5 0; one cdm 7 1
+          one cdm 7 2; one ddmd 4 1; one ddmd 4 2; teacher
+          one dmd 8 0; one ddmd 7 0; one dmd 8 1; one cdm 10 2; one cdm_fixed_schedule 7 1; one ddmd 7 1
+          one dmd 12 0; one cdm 14 0; }
 laneA > "$OUT/laneA.log" 2>&1 &
 laneB > "$OUT/laneB.log" 2>&1 &
 wait
