@@ -278,18 +278,23 @@ def plot_frontier(pts: pd.DataFrame, path: Path, nfes=(1, 2, 4)) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(nfes), figsize=(5 * len(nfes) + 2, 4.5), squeeze=False)
+    # top row: students against the teacher's curve; bottom row: the students only, zoomed
+    fig, axes = plt.subplots(2, len(nfes), figsize=(5 * len(nfes) + 2, 9), squeeze=False)
     handles = {}
-    for ax, nfe in zip(axes[0], nfes):
-        p = panel(pts, nfe)
-        for m in dict.fromkeys(p.method):
-            kw = {"ls": "--"} if m == REF else {"ls": "none", "marker": "*", "ms": 9} if m == "teacher" else {}
-            _errorbar(ax, p[p.method == m], COLORS.get(m), f"{m} (CFG)" if m == REF else f"{m} (same NFE)"
-                      if m == "teacher" else m, **kw)
-        _limits(ax, p, nfe)
-        ax.set(title=f"{nfe} NFE", xlabel="toy_fid (lower is better)", ylabel="toy_align (higher is better)")
-        ax.grid(alpha=0.3)
-        handles.update({lab: h for h, lab in zip(*ax.get_legend_handles_labels())})
+    for row, zoom in enumerate((False, True)):
+        for ax, nfe in zip(axes[row], nfes):
+            p = panel(pts, nfe)
+            if zoom:
+                p = p[~p.method.isin(["teacher", REF])]
+            for m in dict.fromkeys(p.method):
+                kw = {"ls": "--"} if m == REF else {"ls": "none", "marker": "*", "ms": 9} if m == "teacher" else {}
+                _errorbar(ax, p[p.method == m], COLORS.get(m), f"{m} (CFG)" if m == REF else f"{m} (same NFE)"
+                          if m == "teacher" else m, **kw)
+            _limits(ax, p, nfe)
+            ax.set(title=f"{nfe} NFE" + (", students (zoomed)" if zoom else ""),
+                   xlabel="toy_fid (lower is better)", ylabel="toy_align (higher is better)")
+            ax.grid(alpha=0.3)
+            handles.update({lab: h for h, lab in zip(*ax.get_legend_handles_labels())})
     fig.legend(handles.values(), handles.keys(), loc="center right", fontsize=8)
     fig.suptitle("Guidance frontiers (labels: guidance value; bars: 95% hierarchical-bootstrap CI)", fontsize=10)
     fig.tight_layout(rect=(0, 0, 1 - 1.9 / (5 * len(nfes) + 2), 1))
