@@ -71,12 +71,12 @@ if [ "${1:-}" = report ]; then report; exit 0; fi
 laneA() { one cdm 4 0; one ddmd 1 0; one dmd 1 0; one cdm 7 0; one cdm_fixed_schedule 7 0; one cdm_no_offtraj 7 1
           one cdm_no_offtraj 7 2; one dmd 5 1; one dmd 5 2
           one cdm 10 0; one dmd 8 2; one cdm 10 1; one cdm_fixed_schedule 7 2; one ddmd 7 2; diag_halfdm
-          one ddmd 2 2; long dmd 8; }
+          one ddmd 2 2; long dmd 8; long cdm_no_offtraj 7; }
 # not run yet: one cdm 4 1; one cdm 4 2 (1-seed points on cdm's own 2-NFE frontier); one dmd 12 0; one cdm 14 0
 laneB() { one ddmd 4 0; one dmd 3 0; one ddmd 2 0; diag_fakelr; one cdm_no_offtraj 7 0; one dmd 5 0; one cdm 7 1
           one cdm 7 2; one ddmd 4 1; one ddmd 4 2; teacher
           one dmd 8 0; one ddmd 7 0; one dmd 8 1; one cdm 10 2; one cdm_fixed_schedule 7 1; one ddmd 7 1
-          one ddmd 2 1; long cdm 10; }
+          one ddmd 2 1; long cdm 10; long ddmd 7; }
 laneA > "$OUT/laneA.log" 2>&1 &
 laneB > "$OUT/laneB.log" 2>&1 &
 wait
