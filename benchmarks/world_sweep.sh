@@ -8,8 +8,9 @@
 # Every run has its own directory under runs/distill_world/bench (resumable from its last
 # checkpoint; finished evaluations are cached), so re-running continues where it stopped. A run
 # is 1,000 steps on one core of the 2-core machine with the other lane busy: 12 min (dmd), 15 min
-# (ddmd), 23 min (cdm) when nothing else runs (session 7); 30-45 min when the machine is shared. Add a guidance value, a seed
-# or more steps by adding a line (or raising STEPS: the runs continue from their checkpoints).
+# (ddmd), 23 min (cdm) when nothing else runs (session 7); 30-45 min when the machine is shared.
+# Add a guidance value, a seed or more steps by adding a line (or raising STEPS: the runs continue
+# from their checkpoints).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python}
@@ -67,17 +68,21 @@ report() {
 if [ "${1:-}" = report ]; then report; exit 0; fi
 # the guidance curves (CA weight for the CDM family, the real score's CFG for dmd), seed 0 over
 # guidance; then seeds 1-2 of each method's best point and of the ablations at the paper's CA 7.
-# (Session 6 ran the first 20 runs; session 7 the rest, from `one dmd 8 0` / `one cdm 10 0` on.)
+# (Session 6 ran the first 19 runs and the teacher; session 7 the rest, from `one dmd 8 0` / `one cdm 10 0` on.)
 laneA() { one cdm 4 0; one ddmd 1 0; one dmd 1 0; one cdm 7 0; one cdm_fixed_schedule 7 0; one cdm_no_offtraj 7 1
           one cdm_no_offtraj 7 2; one dmd 5 1; one dmd 5 2
           one cdm 10 0; one dmd 8 2; one cdm 10 1; one cdm_fixed_schedule 7 2; one ddmd 7 2; diag_halfdm
-          one ddmd 2 2; long dmd 8; long cdm_no_offtraj 7; }
-# not run yet: one cdm 4 1; one cdm 4 2 (1-seed points on cdm's own 2-NFE frontier); one dmd 12 0; one cdm 14 0
+          one ddmd 2 2; }
 laneB() { one ddmd 4 0; one dmd 3 0; one ddmd 2 0; diag_fakelr; one cdm_no_offtraj 7 0; one dmd 5 0; one cdm 7 1
           one cdm 7 2; one ddmd 4 1; one ddmd 4 2; teacher
           one dmd 8 0; one ddmd 7 0; one dmd 8 1; one cdm 10 2; one cdm_fixed_schedule 7 1; one ddmd 7 1
-          one ddmd 2 1; long cdm 10; long ddmd 7; }
+          one ddmd 2 1; }
+# not run yet: one cdm 4 1; one cdm 4 2 (1-seed points on cdm's own 2-NFE frontier); one dmd 12 0; one cdm 14 0
 laneA > "$OUT/laneA.log" 2>&1 &
 laneB > "$OUT/laneB.log" 2>&1 &
+wait
+# then seed 0 of the best points continued to 2,000 steps (each copies a finished 1,000-step run)
+{ long dmd 8; long cdm_no_offtraj 7; } > "$OUT/longA.log" 2>&1 &
+{ long cdm 10; long ddmd 7; } > "$OUT/longB.log" 2>&1 &
 wait
 report
