@@ -43,12 +43,9 @@ class DPGBenchSource(PromptSource):
 
 def read_dpg_csv(path: Path) -> list[dict]:
     """ELLA's CSV -> prompt rows with their question graphs (see the module docstring)."""
-    import pandas as pd
+    from cdm_bench.prompts import read_table, read_text
 
-    try:
-        frame = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8")
-    except (UnicodeDecodeError, pd.errors.ParserError) as exc:
-        raise SpecError(f"{path}: not a readable DPG-Bench CSV ({type(exc).__name__}: {exc})") from None
+    frame = read_table(read_text(path), path)
     missing = [c for c in DPG_COLUMNS if c not in frame.columns]
     if missing:
         raise SpecError(f"{path}: not ELLA's DPG-Bench CSV: missing column(s) {missing} "

@@ -39,14 +39,15 @@ import numpy as np
 import pandas as pd
 
 from cdm_bench import dist
-from cdm_bench.errors import (EvaluationInputError, MetricFailedError, RunConflictError, RunNotFoundError,
-                              SpecError)
+from cdm_bench.errors import (EvaluationInputError, MetricFailedError, RunConflictError, RunNotFoundError)
 from cdm_bench.metric import Metric, convert_images
 from cdm_bench.metric_plans import MetricPlan, _plain, build_metric, build_plans, parse_metrics  # noqa: F401
 from cdm_bench.progress import progress_bar
 from cdm_bench.provenance import environment
 from cdm_bench.rundir import (SCORE_BASE_COLUMNS, RunDir, atomic_write_bytes, atomic_write_json, generation_key,
                               image_set_hash)
+from cdm_bench.safenames import check_out_dir
+from cdm_bench.validate import MAX_BATCH, MAX_CHUNK, int_in_range
 
 __all__ = ["evaluate", "parse_metrics", "build_metric", "EvaluationInputError", "MetricFailedError"]
 
@@ -55,8 +56,6 @@ CHUNK_SIZE = 256
 DECODED_CACHE_BYTES = 1 << 30  # decoded images kept for the next metric (small images: all of them)
 # -- inputs ------------------------------------------------------------------------------------------
 def load_generation(src: RunDir) -> tuple[dict, list[dict]]:
-    if not src.root.is_dir():
-        raise RunNotFoundError(f"--images {src.root}: no such directory")
     if not src.is_complete():
         raise EvaluationInputError(
             f"{src.root} has no manifest: the generate phase did not finish there "
@@ -94,34 +93,35 @@ def find_bad_images(src: RunDir, records: list[dict]) -> list[str]:
 def evaluate(images_dir, metrics, out_dir=None, batch_size: int = 32, device: str = "cpu",
              allow_partial: bool = False, force: bool = False, progress: bool = True,
              chunk_size: int = CHUNK_SIZE, dtype: str = "float32") -> dict:
-    """Score ``images_dir`` with ``metrics``; returns the results dict (also written)."""
-    if int(batch_size) < 1 or int(chunk_size) < 1:
-        raise SpecError(f"--batch-size and --chunk-size must be >= 1 (got {batch_size} and {chunk_size})")
+    """Score ``images_dir`` with ``metrics``; returns the results dict (also written).
+
+    The images directory is locked for the whole call (shared: generate cannot change it while
+    it is read; exclusive when the results go into it), and each image's bytes are checked
+    against its manifest sha256 when it is scored."""
+    batch_size = int_in_range(batch_size, "--batch-size", 1, MAX_BATCH)
+    chunk_size = int_in_range(chunk_size, "--chunk-size", 1, MAX_CHUNK)
     src = RunDir(images_dir)
-    ident, records = load_generation(src)
-    plans = build_plans(metrics, int(batch_size), device, dtype)
+    if not src.root.is_dir():
+        raise RunNotFoundError(f"--images {src.root}: no such directory")
+    dst = RunDir(check_out_dir(out_dir)) if out_dir else src
+    plans = build_plans(metrics, batch_size, device, dtype)
     for plan in plans:  # packages and weights, before anything is written
         plan.metric.check()
-    dst = RunDir(out_dir) if out_dir else src
     with dist.process_group() as (rank, size), contextlib.ExitStack() as held:
+        same_dir = dst.root.resolve() == src.root.resolve()
+        _lock(held, rank, src, "cdm-bench evaluate" if same_dir else "cdm-bench evaluate (reading)", not same_dir)
+        ident, records = load_generation(src)
         bad = sum(dist.all_gather(find_bad_images(src, records[rank::size])), [])
         if bad:
             raise EvaluationInputError("bad images; nothing was scored or overwritten:\n  " + "\n  ".join(bad[:20])
                                        + (f"\n  ... {len(bad) - 20} more" if len(bad) > 20 else ""))
-        check_destination(src, dst, ident)
-        error = None
-        if rank == 0:  # one writer per results directory
-            try:
-                held.enter_context(dst.lock("cdm-bench evaluate"))
-            except RunConflictError as exc:
-                error = str(exc)
-        error = dist.broadcast(error)
-        if error:
-            raise RunConflictError(error)
+        check_destination(src, dst, ident, force)
+        if not same_dir:  # one writer per results directory
+            _lock(held, rank, dst, "cdm-bench evaluate", False)
         group = math.lcm(*[max(int(getattr(p.metric, "group_size", 1) or 1), 1) for p in plans])
         chunk = -(-int(chunk_size) // group) * group  # whole groups per chunk
         ctx = _Context(src, dst, ident, records, rank, size, chunk, progress)
-        results, frame = ctx.load_previous()
+        results, frame = ctx.load_previous(force)
         todo = [p for p in plans if force or not ctx.reusable(p, results, frame)]
         if rank == 0:
             dst.root.mkdir(parents=True, exist_ok=True)
@@ -142,11 +142,25 @@ def evaluate(images_dir, metrics, out_dir=None, batch_size: int = 32, device: st
     return results
 
 
-def check_destination(src: RunDir, dst: RunDir, ident: dict) -> None:
-    """``--out`` may not hold another run's generation or results."""
+def _lock(held: contextlib.ExitStack, rank: int, run: RunDir, what: str, shared: bool) -> None:
+    """Rank 0 takes ``run``'s lock for the rest of the call; every rank learns of a refusal."""
+    error = None
+    if rank == 0:
+        try:
+            held.enter_context(run.lock(what, shared=shared))
+        except RunConflictError as exc:
+            error = str(exc)
+    error = dist.broadcast(error)
+    if error:
+        raise RunConflictError(error)
+
+
+def check_destination(src: RunDir, dst: RunDir, ident: dict, force: bool = False) -> None:
+    """``--out`` may not hold another run's generation or results (nor files cdm-bench did not
+    write in their place)."""
     if dst.root.resolve() == src.root.resolve():
         return
-    other = dst.read_identity() if dst.has_identity() else dst.read_results().get("generation")
+    other = dst.read_identity() if dst.has_identity() else dst.read_results(force=force).get("generation")
     if other and generation_key(other) != generation_key(ident):
         name = (other.get("generator") or {}).get("name")
         raise RunConflictError(f"--out {dst.root} holds another run's results (generator {name!r}, seed "
@@ -177,13 +191,19 @@ class _Context:
         return images
 
     # -- previous results ---------------------------------------------------------------------------
-    def load_previous(self) -> tuple[dict, pd.DataFrame]:
-        old = self.dst.read_results()
+    def load_previous(self, force: bool = False) -> tuple[dict, pd.DataFrame]:
+        """Results and scores of earlier calls that still hold (same run, same image set). A
+        corrupt results.json / scores.parquet is an error naming it, or with ``force`` rebuilt;
+        one cdm-bench did not write is never replaced."""
+        old = self.dst.read_results(force=force)
         same_run = generation_key(old.get("generation") or {}) == generation_key(self.ident)
         metrics = {name: e for name, e in (old.get("metrics") or {}).items()
                    if same_run and e.get("images_sha256") == self.set_hash}
         frame = pd.DataFrame([{c: r.get(c) for c in SCORE_BASE_COLUMNS} for r in self.records])
-        old_scores = self.dst.read_scores()
+        old_scores = self.dst.read_scores(force=force)
+        if old_scores is not None and not set(SCORE_BASE_COLUMNS) <= set(old_scores.columns):
+            raise RunConflictError(f"{self.dst.scores_path} was not written by cdm-bench evaluate; move it away or "
+                                   f"choose another --out")
         if old_scores is not None and len(old_scores) == len(frame) and \
                 (old_scores["sha256"].to_numpy() == frame["sha256"].to_numpy()).all():
             for name, e in metrics.items():
@@ -292,8 +312,7 @@ class _Context:
             atomic_write_bytes(path, save(state))
 
     def _merge(self, plan: MetricPlan, cdir: Path, chunk_path: list[Path], frame: pd.DataFrame) -> dict:
-        entry = {"metric": plan.registry_name, **plan.metric.describe(), "options": _plain(plan.options),
-                 "identity": plan.key, "images_sha256": self.set_hash, "n": len(self.records),
+        entry = {**plan.identity, "identity": plan.key, "images_sha256": self.set_hash, "n": len(self.records),
                  "batch_size": plan.batch_size, "chunk_size": self.chunk_size}
         for f in sorted(cdir.glob("provenance-r*.json")):
             entry.update(json.loads(f.read_text()))

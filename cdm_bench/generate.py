@@ -16,23 +16,22 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import re
 import time
 from pathlib import Path
 
 import numpy as np
 
 from cdm_bench import dist
-from cdm_bench.errors import RunConflictError, SpecError
+from cdm_bench.errors import CdmBenchError, RunConflictError, SpecError
 from cdm_bench.generator import build_generator, spec_hash
 from cdm_bench.progress import progress_bar
 from cdm_bench.prompts import PromptSet, load_prompt_set
 from cdm_bench.provenance import environment, sample_seed
-from cdm_bench.rundir import RECORD_FIELDS, RunDir, append_record, repair_jsonl
+from cdm_bench.rundir import RunDir, append_record, generation_key, repair_jsonl
+from cdm_bench.safenames import check_out_dir
+from cdm_bench.validate import MAX_BATCH, MAX_IMAGES, MAX_SAMPLES_PER_PROMPT, MAX_SEED, int_in_range
 
 __all__ = ["generate", "read_records", "RunConflictError"]
-
-SAFE_ID = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
 
 
 def generate(generator, prompts, out_dir, samples_per_prompt: int = 1, batch_size: int = 8,
@@ -43,12 +42,15 @@ def generate(generator, prompts, out_dir, samples_per_prompt: int = 1, batch_siz
     ``generator`` is a registry name, a YAML path or a spec dict; ``prompts`` a prompt-set name,
     file or :class:`PromptSet`. Works unchanged under ``torchrun``/``accelerate launch``.
     """
-    if int(samples_per_prompt) < 1 or int(batch_size) < 1:
-        raise SpecError(f"--samples-per-prompt and --batch-size must be >= 1 "
-                        f"(got {samples_per_prompt} and {batch_size})")
-    out = RunDir(out_dir)
+    samples_per_prompt = int_in_range(samples_per_prompt, "--samples-per-prompt", 1, MAX_SAMPLES_PER_PROMPT)
+    batch_size = int_in_range(batch_size, "--batch-size", 1, MAX_BATCH)
+    seed = int_in_range(seed, "--seed", 0, MAX_SEED)
+    out = RunDir(check_out_dir(out_dir))
     ps = prompts if isinstance(prompts, PromptSet) else load_prompt_set(prompts, limit=limit)
     check_prompt_rows(ps)
+    if len(ps) * samples_per_prompt > MAX_IMAGES:
+        raise SpecError(f"{len(ps):,} prompts x {samples_per_prompt:,} samples is more than {MAX_IMAGES:,} images "
+                        f"in one run; split the prompt set")
     gen, spec = build_generator(generator)
     gen.check_ready()  # e.g. missing weights: fail before the directory is touched
     identity = {"generator": spec, "spec_hash": spec_hash(spec), "prompt_set": ps.describe(),
@@ -58,8 +60,9 @@ def generate(generator, prompts, out_dir, samples_per_prompt: int = 1, batch_siz
         if rank == 0:  # rank 0 holds the directory's writer lock for the whole run
             try:
                 held.enter_context(out.lock("cdm-bench generate"))
-                error = _prepare_dir(out, identity, overwrite)
-            except RunConflictError as exc:
+                names = {out.image_name(p["id"], k) for p in ps.prompts for k in range(samples_per_prompt)}
+                error = _prepare_dir(out, identity, overwrite, names)
+            except CdmBenchError as exc:
                 error = str(exc)
         error = dist.broadcast(error)
         if error:
@@ -78,34 +81,38 @@ def generate(generator, prompts, out_dir, samples_per_prompt: int = 1, batch_siz
 
 
 def check_prompt_rows(ps: PromptSet) -> None:
-    """Prompt ids become file names: a safe charset only (no separators, no '..'); extra
-    fields may not shadow the manifest's own fields."""
-    for p in ps.prompts:
-        pid = p["id"]
-        if not SAFE_ID.match(pid) or ".." in pid:
-            raise SpecError(f"prompt set {ps.name!r}: prompt id {pid!r} is not safe as a file name "
-                            f"(use letters, digits, '_', '-', '.'; no '/', no '..', not starting with '.')")
-        clash = sorted(set(p) - {"id", "prompt"} & set(RECORD_FIELDS))
-        if clash:
-            raise SpecError(f"prompt set {ps.name!r}: row {pid!r} has field(s) {clash} reserved for the "
-                            f"manifest; rename them")
+    """Prompt ids become file names and extra fields manifest fields: the prompt set's own
+    check (:meth:`PromptSet.validate`), also for a set built in code."""
+    ps.validate()
 
 
-def _prepare_dir(out: RunDir, identity: dict, overwrite: bool) -> str | None:
-    if out.has_identity():
-        old = out.read_identity()
-        same = (old.get("spec_hash") == identity["spec_hash"]
-                and old.get("prompt_set", {}).get("sha256") == identity["prompt_set"]["sha256"]
-                and old.get("seed") == identity["seed"])
-        if same:
-            if old.get("generator", {}).get("name") != identity["generator"].get("name"):
-                out.write_identity({**old, "generator": identity["generator"]})  # a new display name
-            return None
-        if not overwrite and out.has_images():
-            return (f"{out} holds images from a different run (generator {old['generator'].get('name')!r}, "
-                    f"spec {old.get('spec_hash')}, prompts {old['prompt_set'].get('name')}, seed "
-                    f"{old.get('seed')}); use another --out or pass --overwrite to replace them")
-        out.clear_generation()
+def _prepare_dir(out: RunDir, identity: dict, overwrite: bool, names: set[str]) -> str | None:
+    """Resume the same run; start a new one in an empty folder or one whose earlier start wrote
+    no image; replace a different run only with ``overwrite``. Only files cdm-bench wrote are
+    ever deleted, and a folder holding files it did not write is refused unless ``overwrite``
+    (which still deletes none of them). Returns an error message, or None."""
+    old = out.read_identity()  # a generation.json cdm-bench did not write: refused in there
+    if old and generation_key(old) == generation_key(identity):
+        if old["generator"].get("name") != identity["generator"].get("name"):
+            out.write_identity({**old, "generator": identity["generator"]})  # a new display name: same run
+        return None
+    own = out.own_image_files()
+    if old and own and not overwrite:
+        return (f"{out.root} holds images from a different run (generator {old['generator'].get('name')!r}, "
+                f"spec {old.get('spec_hash')}, prompts {old['prompt_set'].get('name')}, seed "
+                f"{old.get('seed')}); use another --out or pass --overwrite to replace them")
+    foreign = out.foreign_entries(own)
+    if not old and not overwrite and (out.results_path.exists() or out.scores_path.exists()):
+        foreign = [f.name for f in (out.results_path, out.scores_path) if f.exists()] + foreign
+    if foreign and not old and not overwrite:
+        return (f"--out {out.root} is not empty and was not written by cdm-bench (holds {', '.join(foreign[:3])}"
+                f"{', ...' if len(foreign) > 3 else ''}); choose an empty folder, or pass --overwrite to write "
+                f"into it (nothing of yours is deleted)")
+    blocked = sorted(names & set(foreign))
+    if blocked:
+        return (f"{out.root / blocked[0]} was not written by cdm-bench but is where this run writes an image"
+                f"{f' ({len(blocked)} such files)' if len(blocked) > 1 else ''}; move it away or use another --out")
+    out.clear_generation()
     out.prepare_images()
     out.write_identity({**identity, "environment": environment()})
     return None
@@ -214,6 +221,7 @@ def _finalise(out: RunDir, ps: PromptSet, samples_per_prompt: int, stats: list[d
                      key=lambda r: (order[r["prompt_id"]], r["k"]))
     out.write_manifest(records)  # written last: its presence means the run is complete
     out.remove_parts()
+    out.remove_stale_temps()
     ident = out.read_identity()
     ident["samples_per_prompt"] = max(samples_per_prompt, ident.get("samples_per_prompt", 0))
     ident["n_images"] = len(records)

@@ -23,10 +23,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
 from cdm_bench.errors import SpecError
 from cdm_bench.registry import GENERATORS
+from cdm_bench.safenames import safe_name
+from cdm_bench.specfile import load_mapping
+from cdm_bench.validate import check_kwargs
 
 __all__ = ["Generator", "SpecError", "build_generator", "load_spec", "spec_hash", "to_uint8"]
 
@@ -82,19 +84,20 @@ def load_spec(name_or_path: str | dict) -> dict:
         path = Path(name_or_path)
         if not path.is_file():
             raise SpecError(f"generator spec file not found: {path}")
-        spec = yaml.safe_load(path.read_text()) or {}
-        if not isinstance(spec, dict):
-            raise SpecError(f"{path}: a generator spec must be a mapping")
+        spec = load_mapping(path, "generator spec")
     else:
         spec = {"generator": str(name_or_path)}
-    if "generator" not in spec:
-        raise SpecError(f"generator spec lacks the 'generator' key (the registry name): {spec}")
+    if not isinstance(spec.get("generator"), str):
+        raise SpecError(f"generator spec needs a 'generator' key naming a registered generator: {str(spec)[:100]}")
+    for key in ("name", "recipe"):
+        if key in spec and not isinstance(spec[key], str):
+            raise SpecError(f"generator spec: {key} must be a string, got {spec[key]!r}")
     return spec
 
 
 def validate_spec(cls: type, spec: dict) -> dict:
     """Reject keys that ``cls.__init__`` does not accept and values of the wrong plain type
-    (int / float / bool / str annotations); return the constructor kwargs."""
+    (:func:`cdm_bench.validate.check_kwargs`); return the constructor kwargs."""
     try:
         params = inspect.signature(cls.__init__, eval_str=True).parameters
     except (NameError, TypeError):  # annotations that do not resolve: check names only
@@ -107,21 +110,8 @@ def validate_spec(cls: type, spec: dict) -> dict:
         raise SpecError(
             f"unknown key(s) {unknown} for generator {spec['generator']!r}; "
             f"allowed: {sorted(allowed | set(META_KEYS))}")
-    for key, value in kwargs.items():
-        want = params[key].annotation if key in params else None
-        if want in (int, float) and not _is_number(value, want):
-            raise SpecError(f"generator {spec['generator']!r}: {key} must be {want.__name__}, got {value!r}")
-        if want is str and not isinstance(value, str):
-            raise SpecError(f"generator {spec['generator']!r}: {key} must be a string, got {value!r}")
+    check_kwargs(cls, kwargs, f"generator {spec['generator']!r}")
     return kwargs
-
-
-def _is_number(value, want: type) -> bool:
-    if isinstance(value, bool):
-        return False
-    if want is int:
-        return isinstance(value, int) or (isinstance(value, float) and value.is_integer())
-    return isinstance(value, (int, float))
 
 
 def build_generator(name_or_spec: str | dict) -> tuple[Generator, dict]:
@@ -138,7 +128,7 @@ def build_generator(name_or_spec: str | dict) -> tuple[Generator, dict]:
     full = {"generator": spec["generator"], **gen.spec()}
     full["recipe"] = spec.get("recipe", getattr(gen, "recipe", "unknown"))
     full["nfe_total"], full["cfg"] = gen.nfe, gen.cfg
-    full["name"] = spec.get("name") or default_name(spec["generator"], gen)
+    full["name"] = safe_name(spec.get("name") or default_name(spec["generator"], gen), "generator name")
     return gen, full
 
 
@@ -151,9 +141,13 @@ def default_name(registry_name: str, gen: Generator) -> str:
     return "-".join(parts)
 
 
+#: spec keys that only label a run (a new value is the same run, see rundir.generation_key)
+DISPLAY_KEYS = ("name",)
+
+
 def spec_hash(full_spec: dict) -> str:
-    """Identity of a generation run: everything but display-only keys."""
-    return hash_dict({k: v for k, v in full_spec.items() if k not in ("name",)})
+    """Identity of a generation run: everything but :data:`DISPLAY_KEYS`."""
+    return hash_dict({k: v for k, v in full_spec.items() if k not in DISPLAY_KEYS})
 
 
 def to_uint8(images: Any) -> np.ndarray:

@@ -22,7 +22,8 @@ Class attributes declare what the metric is::
     env_hint = "make eval-env"  # how to build the environment that has them
 
 ``describe()`` is the metric's identity: everything that changes its numbers (version, options,
-weights id/revision/hash). Evaluate keys its score cache on it.
+weights id/revision and the content sha256 of every weights file or folder it loads, so
+replaced weights are a new identity). Evaluate keys its score cache on it.
 
 Images arrive as uint8 (B, H, W, 3); ``convert_images`` turns them into the declared format
 once, so metrics never redo NCHW/NHWC or [0, 1] conversions themselves. ``meta`` holds each
@@ -112,37 +113,25 @@ class Weights:
     def describe(self) -> dict:
         return {k: v for k, v in asdict(self).items() if v is not None}
 
-
-_FINGERPRINTS: dict = {}
-WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".onnx")
+    def content_sha256(self) -> str | None:
+        """The content hash of what :meth:`locate` finds (for a file in a hub snapshot, the whole
+        snapshot folder when ``snapshot``); None when it is not here."""
+        found = self.locate()
+        if found is None:
+            return None
+        if self.snapshot and not self.path:
+            for parent in found.parents:
+                if parent.parent.name == "snapshots":
+                    return weights_fingerprint(parent)
+        return weights_fingerprint(found)
 
 
 def weights_fingerprint(path) -> str | None:
-    """A content fingerprint of a local weights file or folder (None for a hub id or a missing
-    path): sha256 over each weights file's relative name, size and bytes (for files over 64 MiB,
-    their first and last 8 MiB). Memoised per (path, size, mtime)."""
-    import hashlib
+    """The content hash of a local weights file or folder (every file's whole content; see
+    :func:`cdm_bench.hashing.tree_sha256`), None for a hub id or a missing path."""
+    from cdm_bench.hashing import tree_sha256
 
-    if path is None or not Path(path).expanduser().exists():
-        return None
-    root = Path(path).expanduser()
-    files = [root] if root.is_file() else sorted(f for f in root.rglob("*") if f.suffix in WEIGHT_SUFFIXES)
-    h = hashlib.sha256()
-    for f in files:
-        st = f.stat()
-        key = (str(f.resolve()), st.st_size, st.st_mtime_ns)
-        if key not in _FINGERPRINTS:
-            fh = hashlib.sha256()
-            with open(f, "rb") as stream:
-                if st.st_size <= 64 << 20:
-                    fh.update(stream.read())
-                else:
-                    fh.update(stream.read(8 << 20))
-                    stream.seek(-(8 << 20), 2)
-                    fh.update(stream.read())
-            _FINGERPRINTS[key] = fh.hexdigest()
-        h.update(f"{f.relative_to(root) if f != root else f.name}:{st.st_size}:{_FINGERPRINTS[key]}".encode())
-    return h.hexdigest()[:16]
+    return tree_sha256(path)
 
 
 class Metric(ABC):
@@ -224,7 +213,7 @@ class Metric(ABC):
         """Everything that changes this metric's numbers (its cache identity)."""
         out = {"name": self.name, "version": self.version, "higher_is_better": self.higher_is_better,
                "input_format": self.input_format, "per_image": self.per_image, "dtype": self.dtype}
-        weights = [w.describe() for w in self.weights()]
+        weights = [{**w.describe(), "sha256": w.content_sha256()} for w in self.weights()]
         if weights:
             out["weights"] = weights
         return out

@@ -10,10 +10,16 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
+from functools import cached_property
 
 from cdm_bench.errors import SpecError
-from cdm_bench.metric import Metric
+from cdm_bench.metric import DTYPES, Metric
 from cdm_bench.registry import METRICS
+from cdm_bench.safenames import safe_name
+from cdm_bench.validate import MAX_BATCH, check_kwargs, int_in_range
+
+#: instance names that would collide with the score table's own columns
+RESERVED_INSTANCES = ("prompt_id", "k", "prompt", "seed", "file", "sha256")
 
 
 @dataclass
@@ -26,13 +32,28 @@ class MetricPlan:
     batch_size: int
     metric: Metric
 
-    @property
+    @cached_property
     def identity(self) -> dict:
-        return {"metric": self.registry_name, **self.metric.describe(), "options": _plain(self.options)}
+        """Computed once per plan (it hashes the weights' content), so one evaluate call keys its
+        chunks and its result with the same identity."""
+        return {"metric": self.registry_name, **self.metric.describe(), "options": _plain(resolved_options(self))}
 
-    @property
+    @cached_property
     def key(self) -> str:
         return hashlib.sha256(json.dumps(self.identity, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def resolved_options(plan: MetricPlan) -> dict:
+    """The metric's options with its defaults filled in (so an option left at its default and the
+    same value written out are one identity); ``device`` is not an option of the numbers."""
+    import inspect
+
+    params = inspect.signature(type(plan.metric).__init__).parameters
+    out = {n: p.default for n, p in params.items()
+           if n not in ("self", "device", "dtype") and p.default is not inspect.Parameter.empty
+           and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+    out.update({k: v for k, v in plan.options.items() if k not in ("device", "dtype")})
+    return out
 
 
 def _plain(obj):
@@ -50,19 +71,25 @@ def parse_metrics(metrics) -> list[tuple[str, str, dict]]:
     """``"a,b=c"`` | ``["a", {"name": "c", "alias": "b", opt: v}]`` -> [(instance, name, options)]."""
     if isinstance(metrics, str):
         metrics = [m for m in metrics.split(",") if m.strip()]
+    if not isinstance(metrics, (list, tuple)):
+        raise SpecError(f"metrics must be a list of names or entries, got {type(metrics).__name__}")
     out = []
     for m in metrics:
         if isinstance(m, dict):
             opts = dict(m)
-            if "name" not in opts:
-                raise SpecError(f"metric entry {m!r} lacks 'name'")
-            name = str(opts.pop("name"))
-            instance = str(opts.pop("alias", None) or name)
-        else:
-            instance, _, name = str(m).strip().rpartition("=")
+            if not isinstance(opts.get("name"), str) or not opts["name"]:
+                raise SpecError(f"metric entry {str(m)[:80]} needs 'name' (a string)")
+            name = opts.pop("name")
+            instance = opts.pop("alias", None) or name
+        elif isinstance(m, str):
+            instance, _, name = m.strip().rpartition("=")
             name = name.strip()
             instance = instance.strip() or name
             opts = {}
+        else:
+            raise SpecError(f"a metric entry is a name or a mapping, got {type(m).__name__} {str(m)[:60]!r}")
+        if not (instance == name and ":" in name):  # "module:Class" gets its declared name (build_plans)
+            safe_name(instance, "metric instance name", RESERVED_INSTANCES)
         out.append((instance, name, opts))
     if not out:
         raise SpecError("no metrics given")
@@ -79,10 +106,11 @@ def build_metric(name: str, options: dict, device: str = "cpu") -> Metric:
     cls = METRICS.get(name)
     params = inspect.signature(cls.__init__).parameters
     if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-        unknown = sorted(set(options) - set(params))
+        unknown = sorted(set(options) - set(params), key=str)
         if unknown:
             allowed = sorted((set(params) - {"self"}) | {"alias", "batch_size"})
             raise SpecError(f"metric {name!r}: unknown option(s) {unknown}; allowed: {allowed}")
+    check_kwargs(cls, {"device": device, **options}, f"metric {name!r}")
     try:
         return cls(device=device, **options)
     except (TypeError, ValueError) as exc:  # a bad option value: one clear line
@@ -95,12 +123,15 @@ def build_plans(metrics, batch_size: int, device: str, dtype: str) -> list[Metri
         opts = dict(opts)
         bs = opts.pop("batch_size", None)
         kwargs = {"device": opts.pop("device", device), "dtype": opts.pop("dtype", dtype), **opts}
+        if not isinstance(kwargs["device"], str) or kwargs["dtype"] not in DTYPES:
+            raise SpecError(f"metric {instance!r}: device must be a string and dtype one of {list(DTYPES)}, got "
+                            f"{kwargs['device']!r} and {kwargs['dtype']!r}")
         metric = build_metric(name, {k: v for k, v in kwargs.items() if k != "device"}, kwargs["device"])
         if instance == name and ":" in name:  # "package.module:Class": results under its declared name
-            instance = metric.name or name
-        bs = int(bs or metric.batch_size or batch_size)
-        if bs < 1:
-            raise SpecError(f"metric {instance!r}: batch_size must be >= 1, got {bs}")
+            instance = safe_name(metric.name or "", "metric instance name (the class's declared name)",
+                                 RESERVED_INSTANCES)
+        bs = int_in_range(bs if bs is not None else (metric.batch_size or batch_size), f"metric {instance!r}: batch_size",
+                          1, MAX_BATCH)
         group = max(int(getattr(metric, "group_size", 1) or 1), 1)
         bs = -(-bs // group) * group  # whole groups per batch
         plans.append(MetricPlan(instance, name, opts, bs, metric))

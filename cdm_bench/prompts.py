@@ -24,17 +24,18 @@ entry-point group.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-
 from cdm_bench.errors import SpecError
-from cdm_bench.paths import prompts_dir
 from cdm_bench.registry import PROMPTS, Registry
+from cdm_bench.safenames import safe_name
+from cdm_bench.specfile import load_mapping
 
 SPEC_KEYS = {"name", "version", "description", "license", "count", "default_metrics", "source", "homepage"}
+HEX64 = "0123456789abcdef"
 
 
 class PromptSource:
@@ -53,33 +54,66 @@ class InlineSource(PromptSource):
     keys = frozenset({"prompts"})
 
     def load(self, source, *, name, count, spec_path):
-        return [_row(i, p, name) for i, p in enumerate(source.get("prompts") or [])]
+        prompts = source.get("prompts") or []
+        if not isinstance(prompts, list):
+            raise SpecError(f"{spec_path}: source.prompts must be a list")
+        return [_row(i, p, name, f"{spec_path}: prompt {i + 1}") for i, p in enumerate(prompts)]
+
+
+def pinned_sha256(source: dict, where) -> str | None:
+    """A source's ``sha256`` pin: a quoted 64-character lowercase hex string, or absent."""
+    pin = source.get("sha256")
+    if pin is None:
+        return None
+    if not (isinstance(pin, str) and len(pin) == 64 and all(c in HEX64 for c in pin)):
+        raise SpecError(f"{where}: source.sha256 must be a quoted 64-character hex string, got {pin!r} "
+                        f"(an unquoted all-digit hash reads as a number in YAML)")
+    return pin
 
 
 def data_file(source: dict, name: str, spec_path: Path, what: str = "data file") -> Path:
     """A source's local ``path`` (relative to the spec), checked to exist and, when pinned, its sha256."""
-    if "path" not in source:
-        raise SpecError(f"{spec_path}: a {source.get('type')!r} source needs 'path'")
+    from cdm_bench.hashing import file_sha256
+
+    if not isinstance(source.get("path"), str):
+        raise SpecError(f"{spec_path}: a {source.get('type')!r} source needs 'path' (a string)")
+    pin = pinned_sha256(source, spec_path)
     file = Path(source["path"]).expanduser()
     file = file if file.is_absolute() else spec_path.parent / file
     if not file.exists():
         raise SpecError(f"prompt set {name!r}: {what} {file} not found; download it and put it there "
                         f"(see {spec_path})")
-    if source.get("sha256") and file.is_file() and _sha(file) != source["sha256"]:
-        raise SpecError(f"prompt set {name!r}: {file} has sha256 {_sha(file)[:12]}..., not the pinned "
-                        f"{str(source['sha256'])[:12]}...: a different version of the file")
+    if pin and file.is_file() and file_sha256(file) != pin:
+        raise SpecError(f"prompt set {name!r}: {file} has sha256 {file_sha256(file)}, not the pinned {pin}: "
+                        f"a different version of the file")
     return file
 
 
 class FileSource(PromptSource):
     """.txt / .jsonl / .csv / .tsv; ``prompt_column`` / ``id_column`` name the columns when the
-    published format spells them differently (PartiPrompts: ``Prompt``)."""
+    published format spells them differently (PartiPrompts: ``Prompt``); ``repeats: R`` reads a
+    file that holds its rows R times over (the reference code's GenEval file: 553 prompts x 4,
+    one row per sample) as the rows once, after checking that every copy is identical."""
 
-    keys = frozenset({"path", "sha256", "prompt_column", "id_column"})
+    keys = frozenset({"path", "sha256", "prompt_column", "id_column", "repeats"})
 
     def load(self, source, *, name, count, spec_path):
         file = data_file(source, name, spec_path)
-        return _read_file(file, source.get("prompt_column", "prompt"), source.get("id_column", "id"))
+        rows = _read_file(file, source.get("prompt_column", "prompt"), source.get("id_column", "id"))
+        return _collapse_repeats(rows, source.get("repeats", 1), file)
+
+
+def _collapse_repeats(rows: list[dict], repeats, file: Path) -> list[dict]:
+    if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
+        raise SpecError(f"{file}: source.repeats must be a positive integer, got {repeats!r}")
+    if repeats == 1:
+        return rows
+    n = len(rows) // repeats
+    strip = [{k: v for k, v in r.items() if k != "id"} for r in rows]
+    if len(rows) % repeats or any(strip[i] != strip[i % n] for i in range(len(rows))):
+        raise SpecError(f"{file}: expected its {n or len(rows)} rows repeated {repeats} times in the same order "
+                        f"(source.repeats), got {len(rows)} rows that are not")
+    return rows[:n]
 
 
 def _discover_sources(reg: Registry) -> None:
@@ -87,6 +121,7 @@ def _discover_sources(reg: Registry) -> None:
     reg.register("file", FileSource)
     reg.register("hpsv2", "cdm_bench.prompt_sources:HPSv2Benchmark")
     reg.register("coco", "cdm_bench.prompt_sources:CocoCaptions")
+    reg.register("coco_list", "cdm_bench.prompt_sources:CocoCaptionList")
     reg.register("dpg", "cdm_bench.dpg_source:DPGBenchSource")
 
 
@@ -122,9 +157,36 @@ class PromptSet:
         return {"name": self.name, "version": self.version, "count": len(self),
                 "sha256": self.sha256, "source": self.source}
 
+    def validate(self) -> None:
+        """The set's key and every prompt id are safe file names, ids are unique, prompts are
+        non-empty strings, and no extra field shadows a manifest field. Every loaded set (and
+        generate, for a set built in code) passes through here."""
+        from cdm_bench.rundir import RECORD_FIELDS
+
+        safe_name(self.name, "prompt set name")
+        safe_name(self.key, "prompt set key (name@version)")
+        if not self.prompts:
+            raise SpecError(f"prompt set {self.name!r} is empty")
+        seen = set()
+        for p in self.prompts:
+            pid = safe_name(p.get("id"), f"prompt set {self.name!r}: prompt id")
+            if pid in seen:
+                raise SpecError(f"prompt set {self.name!r} has duplicate prompt id {pid!r}")
+            seen.add(pid)
+            if not isinstance(p.get("prompt"), str) or not p["prompt"].strip():
+                raise SpecError(f"prompt set {self.name!r}: prompt {pid!r} is empty or not a string")
+            clash = sorted(set(p) - {"id", "prompt"} & set(RECORD_FIELDS))
+            if clash:
+                raise SpecError(f"prompt set {self.name!r}: row {pid!r} has field(s) {clash} reserved for the "
+                                f"manifest; rename them")
+
 
 def load_prompt_set(name_or_path: str | Path, limit: int | None = None) -> PromptSet:
-    """A registered name, a spec YAML, or a plain prompt file -> PromptSet (never empty)."""
+    """A registered name, a spec YAML, or a plain prompt file -> a validated PromptSet."""
+    from cdm_bench.validate import MAX_IMAGES, int_in_range
+
+    if limit is not None:
+        limit = int_in_range(limit, "--limit", 1, MAX_IMAGES)
     path = Path(name_or_path)
     if path.suffix in (".yaml", ".yml") and path.is_file():
         ps = _from_spec(path)
@@ -137,94 +199,119 @@ def load_prompt_set(name_or_path: str | Path, limit: int | None = None) -> Promp
         raise SpecError(f"prompt file not found: {path} (nor is it a prompt-set name: cdm-bench ls prompts)")
     if limit is not None:
         ps.prompts = ps.prompts[:limit]
-    if not ps.prompts:
-        raise SpecError(f"prompt set {ps.name!r} is empty")
-    ids = [p["id"] for p in ps.prompts]
-    if len(set(ids)) != len(ids):
-        raise SpecError(f"prompt set {ps.name!r} has duplicate prompt ids")
+    ps.validate()
     return ps
 
 
 def _from_spec(path: Path) -> PromptSet:
-    spec = yaml.safe_load(path.read_text()) or {}
+    spec = load_mapping(path, "prompt-set spec")
     unknown = set(spec) - SPEC_KEYS
     if unknown:
-        raise SpecError(f"{path}: unknown key(s) {sorted(unknown)}; allowed: {sorted(SPEC_KEYS)}")
+        raise SpecError(f"{path}: unknown key(s) {sorted(unknown, key=str)}; allowed: {sorted(SPEC_KEYS)}")
     name = spec.get("name", path.stem)
-    source = dict(spec.get("source") or {})
+    version = spec.get("version", "1")
+    if not isinstance(name, str) or not isinstance(version, (str, int)) or isinstance(version, bool):
+        raise SpecError(f"{path}: name and version must be strings")
+    source = spec.get("source") or {}
+    if not isinstance(source, dict):
+        raise SpecError(f"{path}: source must be a mapping with a 'type'")
+    source = dict(source)
     kind = source.get("type")
     if not isinstance(kind, str) or kind not in PROMPT_SOURCES:
         raise SpecError(f"{path}: source.type must be one of {PROMPT_SOURCES.names()}, got {kind!r}")
     loader = PROMPT_SOURCES.get(kind)()
     bad = set(source) - set(loader.keys) - {"type"}
     if bad:
-        raise SpecError(f"{path}: unknown source key(s) {sorted(bad)} for type {kind!r}; "
+        raise SpecError(f"{path}: unknown source key(s) {sorted(bad, key=str)} for type {kind!r}; "
                         f"allowed: {sorted(loader.keys)}")
     count = spec.get("count")
-    prompts = loader.load(source, name=name, count=None if count is None else int(count), spec_path=path)
-    if count is not None and not loader.makes_count and len(prompts) != int(count):
-        raise SpecError(f"prompt set {name!r}: expected {int(count)} prompts, the data has {len(prompts)} "
+    if count is not None and (isinstance(count, bool) or not isinstance(count, int) or count < 1):
+        raise SpecError(f"{path}: count must be a positive integer, got {count!r}")
+    metrics = spec.get("default_metrics") or []
+    if not isinstance(metrics, list):
+        raise SpecError(f"{path}: default_metrics must be a list")
+    prompts = loader.load(source, name=name, count=count, spec_path=path)
+    if count is not None and not loader.makes_count and len(prompts) != count:
+        raise SpecError(f"prompt set {name!r}: expected {count} prompts, the data has {len(prompts)} "
                         f"(a different or truncated version of the file? see {path})")
-    return PromptSet(name, str(spec.get("version", "1")), prompts,
-                     list(spec.get("default_metrics") or []), source)
+    return PromptSet(name, str(version), prompts, list(metrics), source)
 
 
-def _row(i: int, item, set_name: str) -> dict:
-    if isinstance(item, dict):
-        row = dict(item)
-        if row.get("id") is None or str(row["id"]) == "":
-            row["id"] = f"{set_name}-{i:05d}"
-        row["id"] = str(row["id"])
-        row["prompt"] = "" if row.get("prompt") is None else str(row["prompt"])
-        return row
-    return {"id": f"{set_name}-{i:05d}", "prompt": str(item)}
+def _row(i: int, item, set_name: str, where) -> dict:
+    """One prompt row: a string, or a mapping with ``prompt`` and optional ``id`` (a string or an
+    integer; default ``<set>-<index>``)."""
+    if isinstance(item, str):
+        return {"id": f"{set_name}-{i:05d}", "prompt": item}
+    if not isinstance(item, dict):
+        raise SpecError(f"{where}: a row must be a prompt string or an object with 'prompt', got "
+                        f"{type(item).__name__}")
+    row = dict(item)
+    rid = row.get("id")
+    if rid is None or rid == "":
+        row["id"] = f"{set_name}-{i:05d}"
+    elif isinstance(rid, bool) or not isinstance(rid, (str, int)):
+        raise SpecError(f"{where}: id must be a string or an integer, got {type(rid).__name__} {rid!r}")
+    else:
+        row["id"] = str(rid)
+    if not isinstance(row.get("prompt"), str):
+        raise SpecError(f"{where}: 'prompt' must be a string, got {type(row.get('prompt')).__name__}")
+    return row
 
 
-def _read_text(path: Path) -> str:
+def read_text(path: Path) -> str:
+    """A prompt or data file's text: UTF-8, a byte-order mark dropped (the same for every format)."""
     try:
-        return path.read_text(encoding="utf-8")
+        return Path(path).read_bytes().decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise SpecError(f"{path}: not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
 
 
+def read_table(text: str, path: Path, sep: str = ","):
+    """CSV/TSV text -> a DataFrame of strings (ids such as ``007`` stay ``007``)."""
+    import pandas as pd
+
+    try:
+        return pd.read_csv(io.StringIO(text), sep=sep, dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+        raise SpecError(f"{path}: not a readable {'TSV' if sep == chr(9) else 'CSV'} file "
+                        f"({str(exc).splitlines()[0][:100]})") from None
+
+
 def _read_file(path: Path, prompt_column: str = "prompt", id_column: str = "id") -> list[dict]:
     suffix = path.suffix.lower()
+    text = read_text(path)
     if suffix == ".txt":
-        lines = [ln.strip() for ln in _read_text(path).splitlines()]
-        return [_row(i, t, path.stem) for i, t in enumerate(ln for ln in lines if ln)]
+        lines = [ln.strip() for ln in text.splitlines()]
+        return [_row(i, t, path.stem, path) for i, t in enumerate(ln for ln in lines if ln)]
     if suffix == ".jsonl":
         rows = []
-        for n, ln in enumerate(_read_text(path).splitlines(), 1):
+        for n, ln in enumerate(text.splitlines(), 1):
             if ln.strip():
                 try:
                     rows.append(json.loads(ln))
-                except json.JSONDecodeError as exc:
-                    raise SpecError(f"{path}:{n}: not a JSON line ({exc.msg})") from None
+                except (json.JSONDecodeError, RecursionError) as exc:
+                    raise SpecError(f"{path}:{n}: not a JSON line ({getattr(exc, 'msg', 'nested too deeply')})") from None
+                if not isinstance(rows[-1], dict):
+                    raise SpecError(f"{path}:{n}: each line must be a JSON object with a 'prompt' field, got "
+                                    f"{type(rows[-1]).__name__}")
     elif suffix in (".csv", ".tsv"):
-        import pandas as pd
-
-        _read_text(path)  # a clear error for non-UTF-8 files
-        frame = pd.read_csv(path, sep="\t" if suffix == ".tsv" else ",", keep_default_na=False)
-        rows = frame.to_dict("records")
+        rows = read_table(text, path, "\t" if suffix == ".tsv" else ",").to_dict("records")
     else:
         raise SpecError(f"unsupported prompt file type {path.suffix!r}: use .txt, .jsonl, .csv, .tsv or a .yaml spec")
-    if rows and not isinstance(rows[0], dict):
-        raise SpecError(f"{path}: each line must be a JSON object with a 'prompt' field")
-    if rows and prompt_column not in rows[0]:
-        raise SpecError(f"{path}: rows need a {prompt_column!r} field (found {sorted(rows[0])})")
+    for n, r in enumerate(rows, 1):
+        if prompt_column not in r:
+            raise SpecError(f"{path}: row {n} has no {prompt_column!r} field (found {sorted(r)[:8]})")
     if prompt_column != "prompt" or id_column != "id":
         rows = [{**{k: v for k, v in r.items() if k not in (prompt_column, id_column)}, "prompt": r[prompt_column],
                  **({"id": r[id_column]} if id_column in r else {})} for r in rows]
-    out = [_row(i, r, path.stem) for i, r in enumerate(rows)]
-    empty = [r["id"] for r in out if not str(r.get("prompt") or "").strip()]
+    out = [_row(i, r, path.stem, f"{path}: row {i + 1}") for i, r in enumerate(rows)]
+    empty = [r["id"] for r in out if not r["prompt"].strip()]
     if empty:
         raise SpecError(f"{path}: {len(empty)} row(s) with an empty prompt (first: id {empty[0]!r})")
     return out
 
 
-def _sha(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def _file_version(path: Path) -> str:
-    return "sha256:" + _sha(path)[:12]
+    from cdm_bench.hashing import file_sha256
+
+    return "sha256:" + file_sha256(path)[:12]

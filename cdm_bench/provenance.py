@@ -49,9 +49,4 @@ def environment() -> dict:
             "platform": platform.platform(), "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
 
 
-def file_sha256(path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(chunk), b""):
-            h.update(block)
-    return h.hexdigest()
+from cdm_bench.hashing import file_sha256  # noqa: E402,F401 - re-exported (the one file hasher)

@@ -21,18 +21,21 @@ outside this module spells one of these names.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import io
 import json
 import os
+import re
 import socket
-import uuid
 from pathlib import Path
 from typing import Iterable
 
 import numpy as np
 
-from cdm_bench.errors import RunConflictError, RunNotFoundError
+from cdm_bench.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text, is_temp_name, json_default
+from cdm_bench.errors import EvaluationInputError, RunConflictError, RunNotFoundError
+
+__all__ = ["RunDir", "generation_key", "image_set_hash", "atomic_write_bytes", "atomic_write_json",
+           "atomic_write_text", "json_default", "find_evaluated", "leaderboard_paths"]
 
 IDENTITY = "generation.json"
 MANIFEST = "manifest.jsonl"
@@ -42,43 +45,15 @@ SCORES = "scores.parquet"
 RESULTS = "results.json"
 SCORING = "scoring"
 LOCK = ".lock"
+#: every name cdm-bench writes at the top of a run directory
+OWN_NAMES = frozenset({IDENTITY, MANIFEST, IMAGES, PARTS, SCORES, RESULTS, SCORING, LOCK})
+PART_RE = re.compile(r"part-\d+-of-\d+\.jsonl")
+CHUNK_FILE_RE = re.compile(r"(chunk-\d+\.(parquet|safetensors)|(provenance|error)-r\d+\.json)")
+SHA256_RE = re.compile(r"[0-9a-f]{64}")
 
 # manifest fields written by generate; a prompt row's extra fields may not reuse these names
 RECORD_FIELDS = ("prompt_id", "k", "prompt", "seed", "file", "sha256", "spec_hash", "gen_s")
 SCORE_BASE_COLUMNS = ["prompt_id", "k", "prompt", "seed", "file", "sha256"]
-
-
-# -- atomic writes -------------------------------------------------------------------------------
-def _tmp_name(path: Path) -> Path:
-    return path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically (unique temp name, fsync-free rename)."""
-    path = Path(path)
-    tmp = _tmp_name(path)
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
-
-
-def atomic_write_json(path: Path, obj) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, default=json_default))
-
-
-def json_default(o):
-    if isinstance(o, (np.floating, np.integer)):
-        return o.item()
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    return str(o)
 
 
 def append_record(fh, record: dict) -> None:
@@ -100,24 +75,33 @@ def repair_jsonl(path: Path) -> None:
 
 
 def read_jsonl(path: Path) -> list[dict]:
-    """Records of a JSON-lines file; a cut last line (a crash mid-append) is dropped."""
+    """Records of a JSON-lines file; a cut last line (a crash mid-append) is dropped. A line that
+    is not a JSON object is a one-line error naming the file and line."""
     if not path.exists():
         return []
-    lines = path.read_text(encoding="utf-8").splitlines()
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as exc:
+        raise EvaluationInputError(f"{path}: not UTF-8 (byte {exc.start}): not a file cdm-bench wrote") from None
     out = []
     for i, line in enumerate(lines):
         if not line.strip():
             continue
         try:
-            out.append(json.loads(line))
-        except json.JSONDecodeError:
+            rec = json.loads(line)
+        except (json.JSONDecodeError, RecursionError):
             if i == len(lines) - 1:  # the append that was cut short: its image is re-done
                 break
-            raise
+            raise EvaluationInputError(f"{path}:{i + 1}: not a JSON line (corrupt or edited)") from None
+        if not isinstance(rec, dict):
+            raise EvaluationInputError(f"{path}:{i + 1}: a record must be a JSON object, got {type(rec).__name__}")
+        out.append(rec)
     return out
 
 
 def image_set_hash(records: list[dict]) -> str:
+    import hashlib
+
     h = hashlib.sha256()
     for r in records:
         h.update(f"{r['prompt_id']}:{r['k']}:{r.get('sha256')}".encode())
@@ -125,13 +109,50 @@ def image_set_hash(records: list[dict]) -> str:
 
 
 def generation_key(ident: dict) -> dict:
-    """What makes two generations the same run (results belong to exactly one)."""
-    return {"spec_hash": ident.get("spec_hash"), "name": (ident.get("generator") or {}).get("name"),
-            "seed": ident.get("seed"), "prompts_sha256": (ident.get("prompt_set") or {}).get("sha256")}
+    """What makes two generations the same run (results belong to exactly one): the generator
+    spec without its display-only keys (``spec_hash``), the seed and the prompt set's content.
+    A new display name is the same run."""
+    return {"spec_hash": ident.get("spec_hash"), "seed": ident.get("seed"),
+            "prompts_sha256": (ident.get("prompt_set") or {}).get("sha256")}
+
+
+def is_identity(obj) -> bool:
+    """True for a generation identity cdm-bench wrote (a foreign ``generation.json`` is not)."""
+    return (isinstance(obj, dict) and isinstance(obj.get("generator"), dict) and isinstance(obj.get("spec_hash"), str)
+            and isinstance(obj.get("prompt_set"), dict) and "seed" in obj)
+
+
+def check_record(rec: dict, where) -> None:
+    """A manifest record as generate writes it: its file is ``images/<prompt id>_<k>.png`` (so no
+    record can point outside the run), k a non-negative int, sha256 a full hex digest."""
+    pid, k = rec.get("prompt_id"), rec.get("k")
+    if not isinstance(pid, str) or not isinstance(k, int) or isinstance(k, bool) or k < 0:
+        raise EvaluationInputError(f"{where}: a record without a valid prompt_id / k: {str(rec)[:120]}")
+    if rec.get("file") != RunDir.image_name(pid, k) or "/" in pid or "\\" in pid or ".." in pid:
+        raise EvaluationInputError(f"{where}: record {pid!r}/{k} names file {rec.get('file')!r}, not "
+                                   f"{RunDir.image_name(pid, k)!r} (edited by hand?)")
+    sha = rec.get("sha256")
+    if sha is not None and not (isinstance(sha, str) and SHA256_RE.fullmatch(sha)):
+        raise EvaluationInputError(f"{where}: record {pid!r}/{k} has a malformed sha256 {sha!r}")
+
+
+def _read_json(path: Path, what: str, fix: str):
+    """A JSON file cdm-bench wrote; unreadable -> one line naming the file and ``fix``."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (ValueError, RecursionError) as exc:
+        raise EvaluationInputError(f"{path}: {what} is corrupt or truncated ({str(exc).splitlines()[0][:80]}); "
+                                   f"{fix}") from None
 
 
 class RunDir:
-    """One run directory (a generation, and its evaluation when ``out`` is the same folder)."""
+    """One run directory (a generation, and its evaluation when ``out`` is the same folder).
+
+    Ownership: cdm-bench deletes or replaces only what it wrote here — the names in
+    :data:`OWN_NAMES`, the images its records name, its part and chunk files and its own
+    temporary names. Anything else in the folder (a user's file) is left alone."""
 
     def __init__(self, root):
         self.root = Path(root)
@@ -176,31 +197,35 @@ class RunDir:
     def part_path(self, rank: int, size: int) -> Path:
         return self.parts_dir / f"part-{rank}-of-{size}.jsonl"
 
-    # -- one writer at a time -----------------------------------------------------------------
+    # -- locks: one writer, or any number of readers ----------------------------------------------------
     @contextlib.contextmanager
-    def lock(self, what: str):
-        """Hold this directory's writer lock (an ``flock``, released by the OS even on SIGKILL);
-        a second writer is refused with a message naming the holder."""
+    def lock(self, what: str, shared: bool = False):
+        """Hold this directory's lock (an ``flock``, released by the OS even on SIGKILL):
+        exclusive for a writer (generate, or evaluate into this folder), shared for a reader
+        (evaluate reading the images into another ``--out``). A conflict is refused at once with
+        a message naming the holder."""
         import fcntl
 
         self.root.mkdir(parents=True, exist_ok=True)
         fh = open(self.root / LOCK, "a+")
         try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fh, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
         except BlockingIOError:
             fh.seek(0)
-            holder = fh.read().strip() or "another process"
+            holder = fh.read().strip() or "an evaluate that is reading its images"
             fh.close()
-            raise RunConflictError(f"{self.root} is being written by {holder}; wait for it to finish "
+            raise RunConflictError(f"{self.root} is in use by {holder}; wait for it to finish "
                                    f"or stop it, then run again") from None
         try:
-            fh.seek(0)
-            fh.truncate()
-            fh.write(f"pid {os.getpid()} on {socket.gethostname()} ({what})")
-            fh.flush()
+            if not shared:
+                fh.seek(0)
+                fh.truncate()
+                fh.write(f"pid {os.getpid()} on {socket.gethostname()} ({what})")
+                fh.flush()
             yield
         finally:
-            fh.truncate(0)
+            if not shared:
+                fh.truncate(0)
             fcntl.flock(fh, fcntl.LOCK_UN)
             fh.close()
 
@@ -209,7 +234,16 @@ class RunDir:
         return self.identity_path.exists()
 
     def read_identity(self) -> dict:
-        return json.loads(self.identity_path.read_text()) if self.identity_path.exists() else {}
+        """The generation identity ({} when absent); a file that is not one cdm-bench wrote is a
+        one-line error (it is never replaced)."""
+        ident = _read_json(self.identity_path, "the generation record",
+                           "move it away or choose another folder (cdm-bench never replaces a file it did not write)")
+        if ident is None:
+            return {}
+        if not is_identity(ident):
+            raise RunConflictError(f"{self.identity_path} was not written by cdm-bench generate; move it away "
+                                   f"or choose another folder")
+        return ident
 
     def write_identity(self, identity: dict) -> None:
         atomic_write_json(self.identity_path, identity)
@@ -218,41 +252,90 @@ class RunDir:
         return self.manifest_path.exists()
 
     def read_manifest(self) -> list[dict]:
-        return read_jsonl(self.manifest_path)
+        """The manifest's records, each checked (file name, k, sha256); a record listed twice (a
+        manifest joined with itself) is refused."""
+        records = read_jsonl(self.manifest_path)
+        seen = set()
+        for r in records:
+            check_record(r, self.manifest_path)
+            key = (r["prompt_id"], r["k"])
+            if key in seen:
+                raise EvaluationInputError(f"{self.manifest_path}: image {key[0]!r}/{key[1]} is listed twice "
+                                           f"(a manifest joined with itself or edited?); regenerate it")
+            seen.add(key)
+        return records
 
     def write_manifest(self, records: list[dict]) -> None:
         atomic_write_text(self.manifest_path, "".join(json.dumps(r) + "\n" for r in records))
 
+    def part_files(self) -> list[Path]:
+        if not self.parts_dir.is_dir():
+            return []
+        return sorted(f for f in self.parts_dir.iterdir() if PART_RE.fullmatch(f.name))
+
     def read_records(self) -> list[dict]:
         """Records of the manifest and of any unmerged parts (later ones win on merge)."""
-        parts = sorted(self.parts_dir.glob("*.jsonl")) if self.parts_dir.is_dir() else []
-        records = []
-        for f in [self.manifest_path, *parts]:
-            records += read_jsonl(f)
+        records = self.read_manifest() if self.manifest_path.exists() else []
+        for f in self.part_files():
+            for r in read_jsonl(f):
+                check_record(r, f)
+                records.append(r)
         return records
 
+    def own_image_files(self) -> set[str]:
+        """The image files (relative names) that this run's records name."""
+        return {r["file"] for r in self.read_records()}
+
     def has_images(self) -> bool:
-        """Any image or record here (a start that failed before its first image has none)."""
-        pngs = self.images_dir.is_dir() and any(self.images_dir.glob("*.png"))
-        return bool(pngs or self.read_records())
+        """Any record here, or a PNG one would name (a start that failed before its first image
+        has none)."""
+        return bool(self.read_records())
+
+    def foreign_entries(self, known_images: set[str] | None = None) -> list[str]:
+        """Entries here that cdm-bench did not write (relative names, sorted)."""
+        if not self.root.is_dir():
+            return []
+        known_images = self.own_image_files() if known_images is None else known_images
+        out = [e.name for e in self.root.iterdir() if e.name not in OWN_NAMES and not is_temp_name(e.name)]
+        if self.images_dir.is_dir():
+            out += [f"{IMAGES}/{e.name}" for e in self.images_dir.iterdir()
+                    if f"{IMAGES}/{e.name}" not in known_images and not is_temp_name(e.name)]
+        return sorted(out)
 
     def prepare_images(self) -> None:
         self.images_dir.mkdir(parents=True, exist_ok=True)
         self.parts_dir.mkdir(exist_ok=True)
 
     def clear_generation(self) -> None:
-        """Remove images, parts, the manifest and any evaluation of them (``--overwrite``)."""
-        import shutil
+        """Remove this run's images, parts, manifest and evaluation (``--overwrite``, or a run
+        replaced by another): only files its records name and its own files; a user's file stays."""
+        for name in self.own_image_files():
+            (self.root / name).unlink(missing_ok=True)
+        self.remove_parts()
+        if self.scoring_dir.is_dir():
+            for d in self.scoring_dir.iterdir():
+                if d.is_dir():
+                    self._remove_own_chunks(d)
+            _rmdir_if_empty(self.scoring_dir)
+        self.manifest_path.unlink(missing_ok=True)
+        if self.results_path.exists():
+            self.read_results(force=True)  # refuses a results.json cdm-bench did not write
+            self.results_path.unlink()
+            self.scores_path.unlink(missing_ok=True)
 
-        for d in (self.images_dir, self.parts_dir, self.scoring_dir):
-            shutil.rmtree(d, ignore_errors=True)
-        for f in (self.manifest_path, self.scores_path, self.results_path):
-            f.unlink(missing_ok=True)
+    def remove_stale_temps(self) -> None:
+        """Delete temporary files a killed writer left (only names :mod:`cdm_bench.atomic` makes;
+        called under the writer lock, when no write of this run is in flight)."""
+        for folder in (self.root, self.images_dir):
+            if folder.is_dir():
+                for f in folder.iterdir():
+                    if is_temp_name(f.name) and f.is_file():
+                        f.unlink(missing_ok=True)
 
     def remove_parts(self) -> None:
-        import shutil
-
-        shutil.rmtree(self.parts_dir, ignore_errors=True)
+        for f in self.part_files():
+            f.unlink()
+        _rmdir_if_empty(self.parts_dir)
 
     # -- images -------------------------------------------------------------------------------------
     def image_path(self, record: dict) -> Path:
@@ -268,13 +351,24 @@ class RunDir:
         atomic_write_bytes(self.root / name, data)
         return data
 
-    def load_images(self, records: Iterable[dict]) -> np.ndarray:
-        """uint8 (B, H, W, 3) for ``records``, decoded in order."""
+    def load_images(self, records: Iterable[dict], verify: bool = True) -> np.ndarray:
+        """uint8 (B, H, W, 3) for ``records``, decoded in order; with ``verify`` each file's bytes
+        must match its record's sha256 (an image changed since it was checked stops the caller)."""
         from PIL import Image
+
+        from cdm_bench.hashing import bytes_sha256
 
         arrays = []
         for r in records:
-            with Image.open(self.image_path(r)) as im:
+            path = self.image_path(r)
+            try:
+                data = path.read_bytes()
+            except FileNotFoundError:
+                raise EvaluationInputError(f"{path}: missing (deleted while it was being scored?)") from None
+            if verify and r.get("sha256") and bytes_sha256(data) != r["sha256"]:
+                raise EvaluationInputError(f"{path}: content does not match the manifest's sha256 (changed while "
+                                           f"it was being scored); nothing of it is kept")
+            with Image.open(io.BytesIO(data)) as im:
                 arrays.append(np.asarray(im.convert("RGB")))
         return np.stack(arrays)
 
@@ -282,16 +376,41 @@ class RunDir:
     def is_evaluated(self) -> bool:
         return self.results_path.exists()
 
-    def read_results(self) -> dict:
-        return json.loads(self.results_path.read_text()) if self.results_path.exists() else {}
+    def read_results(self, force: bool = False) -> dict:
+        """results.json ({} when absent). A corrupt one is an error naming the file and
+        ``--force`` (with ``force`` it reads as absent, to be rebuilt); one cdm-bench did not
+        write is refused even with ``force``."""
+        try:
+            res = _read_json(self.results_path, "results.json",
+                             "re-run `cdm-bench evaluate` with --force to rebuild it")
+        except EvaluationInputError:
+            if force:
+                return {}
+            raise
+        if res is None:
+            return {}
+        if not (isinstance(res, dict) and isinstance(res.get("metrics", {}), dict)
+                and isinstance(res.get("generation", {}), dict) and ("metrics" in res or "generation" in res)):
+            raise RunConflictError(f"{self.results_path} was not written by cdm-bench evaluate; move it away or "
+                                   f"choose another --out (cdm-bench never replaces a file it did not write)")
+        return res
 
     def write_results(self, results: dict) -> None:
         atomic_write_json(self.results_path, results)
 
-    def read_scores(self):
+    def read_scores(self, force: bool = False):
+        """scores.parquet (None when absent); corrupt: an error naming it and ``--force``."""
         import pandas as pd
 
-        return pd.read_parquet(self.scores_path) if self.scores_path.exists() else None
+        if not self.scores_path.exists():
+            return None
+        try:
+            return pd.read_parquet(self.scores_path)
+        except Exception as exc:  # pyarrow raises several types for a damaged file
+            if force:
+                return None
+            raise EvaluationInputError(f"{self.scores_path}: corrupt or truncated ({type(exc).__name__}); re-run "
+                                       f"`cdm-bench evaluate` with --force to rebuild it") from None
 
     def write_scores(self, frame) -> None:
         buf = io.BytesIO()
@@ -302,11 +421,24 @@ class RunDir:
         return self.scoring_dir / f"{instance}-{key}"
 
     def remove_chunks(self, instance: str, key: str) -> None:
-        import shutil
+        self._remove_own_chunks(self.chunk_dir(instance, key))
+        _rmdir_if_empty(self.scoring_dir)
 
-        shutil.rmtree(self.chunk_dir(instance, key), ignore_errors=True)
-        if self.scoring_dir.is_dir() and not any(self.scoring_dir.iterdir()):
-            self.scoring_dir.rmdir()
+    @staticmethod
+    def _remove_own_chunks(folder: Path) -> None:
+        if not folder.is_dir():
+            return
+        for f in folder.iterdir():
+            if CHUNK_FILE_RE.fullmatch(f.name) or is_temp_name(f.name):
+                f.unlink()
+        _rmdir_if_empty(folder)
+
+
+def _rmdir_if_empty(folder: Path) -> None:
+    try:
+        folder.rmdir()
+    except OSError:  # not empty (a file cdm-bench did not write) or already gone
+        pass
 
 
 LEADERBOARD_FILES = {"csv": "leaderboard.csv", "long_csv": "leaderboard_long.csv",

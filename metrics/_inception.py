@@ -14,6 +14,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from cdm_bench.hashing import file_sha256
+
 from cdm_bench.metric import Weights
 
 INCEPTION_FILE = "weights-inception-2015-12-05-6726825d.pth"
@@ -93,7 +95,7 @@ def files_sha256(files: Sequence[Path], root: Path) -> str:
     """Content hash of an image set: relative names and each file's sha256."""
     h = hashlib.sha256()
     for f in files:
-        h.update(f"{f.relative_to(root).as_posix()}:{hashlib.sha256(f.read_bytes()).hexdigest()}\n".encode())
+        h.update(f"{f.relative_to(root).as_posix()}:{file_sha256(f)}\n".encode())
     return h.hexdigest()
 
 

@@ -240,7 +240,7 @@ class AnswerStore:
         return self.root / key[:2] / f"{key}.json"
 
     def put(self, image_sha: str, questions: Sequence[dict], answers: list[str]) -> None:
-        from cdm_bench.rundir import atomic_write_json
+        from cdm_bench.atomic import atomic_write_json
 
         path = self.path(image_sha, questions)
         path.parent.mkdir(parents=True, exist_ok=True)

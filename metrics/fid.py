@@ -125,7 +125,7 @@ class _InceptionSetMetric(Metric):
         """float32 (n, D) features of the reference folder, and whether they came from the cache."""
         from safetensors.torch import load_file, save
 
-        from cdm_bench.rundir import atomic_write_bytes
+        from cdm_bench.atomic import atomic_write_bytes
 
         if self.reference_sha256() is None:
             self.check()  # a missing or empty folder: one line
@@ -159,7 +159,7 @@ class _InceptionSetMetric(Metric):
         """float64 features of the paired real images of the batch's prompts (from their k == 0
         records), cached per file content hash; None when the batch has no k == 0 record."""
         from cdm_bench.paths import cache_dir
-        from cdm_bench.rundir import atomic_write_bytes
+        from cdm_bench.atomic import atomic_write_bytes
 
         datas = [self._paired_path(m).read_bytes() for m in meta if int(m.get("k", 0)) == 0]
         if not datas:

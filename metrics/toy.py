@@ -49,15 +49,20 @@ def load_scorer(scorer: Any, device: str = "cpu"):
 
 
 def _scorer_id(scorer: Any) -> str:
-    """The scorer's identity before it is loaded: preset name + its training-config hash."""
+    """The scorer's identity before it is loaded: a preset's name, training-config hash and (once
+    cached) weights' content hash; a folder's path and content hash."""
+    from cdm_bench.hashing import tree_sha256
+
     if isinstance(scorer, str) and not Path(scorer).is_dir():
+        from cdm_bench.toy.artifacts import cached_scorer_dir
         from cdm_bench.toy.train import PRESETS
 
-        if scorer in PRESETS:
-            return f"{scorer}:{PRESETS[scorer][0].hash()}"
+        if scorer in PRESETS:  # + the cached weights' content, once trained
+            cached = cached_scorer_dir(scorer)
+            return f"{scorer}:{PRESETS[scorer][0].hash()}" + (f":{tree_sha256(cached)}" if cached else "")
         return scorer
     if isinstance(scorer, (str, Path)):
-        return str(Path(scorer).resolve())
+        return f"{Path(scorer).resolve()}:{tree_sha256(scorer)}"
     return f"<{type(scorer).__name__}>"
 
 

@@ -27,7 +27,7 @@ def _write_samples(data: Path) -> dict:
     hps.mkdir()
     for style in ("anime", "concept-art", "paintings", "photo"):
         (hps / f"{style}.json").write_text(json.dumps([f"{style} prompt {i}" for i in range(3)]))
-    (data / "geneval_metadata.jsonl").write_text(
+    (data / "geneval_test_metadata.jsonl").write_text(
         '{"tag": "single_object", "include": [{"class": "bench", "count": 1}], "prompt": "a photo of a bench"}\n'
         '{"tag": "two_object", "include": [{"class": "cat", "count": 1}, {"class": "dog", "count": 1}], '
         '"prompt": "a photo of a cat and a dog"}\n')
@@ -40,14 +40,17 @@ def _write_samples(data: Path) -> dict:
 
 @pytest.fixture
 def project(tmp_path, monkeypatch):
-    """A project root holding the real prompt specs (counts set to the samples') and sample data."""
+    """A project root holding the real prompt specs (counts set to the samples', pins and repeats
+    dropped) and sample data instead of the shipped files."""
     prompts = tmp_path / "prompts"
-    shutil.copytree(ROOT / "prompts", prompts)
+    shutil.copytree(ROOT / "prompts", prompts, ignore=shutil.ignore_patterns("data"))
     sizes = _write_samples(prompts / "data")
     for name, n in sizes.items():
         spec_path = prompts / f"{name}.yaml"
         spec = yaml.safe_load(spec_path.read_text())
         spec["count"] = n
+        for key in ("sha256", "repeats"):
+            spec["source"].pop(key, None)
         if spec["source"]["type"] == "coco":
             spec["source"]["n"] = n
         spec_path.write_text(yaml.safe_dump(spec))

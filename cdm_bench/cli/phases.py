@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 
 def add_parser(sub) -> None:
     g = sub.add_parser("generate", help="generate one PNG per (prompt, k) plus a manifest")
@@ -56,11 +54,9 @@ def metric_list(names: str, options_json: str | None) -> list:
     """``--metrics`` + ``--metric-options`` -> evaluate's metric entries (bad JSON/keys: one line)."""
     from cdm_bench.errors import SpecError
     from cdm_bench.evaluate import parse_metrics
+    from cdm_bench.specfile import parse_json
 
-    try:
-        options = json.loads(options_json) if options_json else {}
-    except json.JSONDecodeError as exc:
-        raise SpecError(f"--metric-options is not valid JSON ({exc.msg} at char {exc.pos})") from None
+    options = parse_json(options_json, "--metric-options") if options_json else {}
     if not isinstance(options, dict) or not all(isinstance(v, dict) for v in options.values()):
         raise SpecError('--metric-options must map instance names to option objects, e.g. {"toy_fid": {"scorer": "quick"}}')
     parsed = parse_metrics(names)

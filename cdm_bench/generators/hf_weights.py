@@ -18,9 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cdm_bench.errors import MissingWeightsError, SpecError
-from cdm_bench.provenance import file_sha256
+from cdm_bench.hashing import file_sha256
 
-HEX64 = re.compile(r"^[0-9a-f]{64}$")
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
 DTYPES = ("float32", "float16", "bfloat16")
 
@@ -92,20 +91,12 @@ def safetensors_sha256(folder: Path | None) -> str | None:
     if folder is None or not Path(folder).is_dir():
         return None
     files = sorted(Path(folder).glob("*.safetensors"))
-    hashes = [(f.name, _file_hash(f)) for f in files]
+    hashes = [(f.name, file_sha256(f)) for f in files]
     if not hashes:
         return None
     if len(hashes) == 1:
         return hashes[0][1]
     return hashlib.sha256("".join(f"{n} {h}\n" for n, h in hashes).encode()).hexdigest()
-
-
-def _file_hash(path: Path) -> str:
-    if path.is_symlink():  # the HF cache: snapshots/<commit>/... -> blobs/<sha256 of the content>
-        blob = Path(os.readlink(path)).name
-        if HEX64.match(blob):
-            return blob
-    return file_sha256(path)
 
 
 def rank_device(device: str | None) -> str:

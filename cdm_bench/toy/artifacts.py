@@ -139,6 +139,14 @@ def scorer_dir(preset: str = "demo", retrain: bool = False, progress: bool = Tru
                    retrain, preset)
 
 
+def cached_scorer_dir(preset: str = "demo") -> Path | None:
+    """The preset's cached scorer folder, or None when it is not trained yet (trains nothing)."""
+    from cdm_bench.toy.train import SCORER_REPORT
+
+    final = toy_cache() / f"scorer-{_configs(preset)[0].hash()}"
+    return final if (final / SCORER_REPORT).is_file() else None
+
+
 def get_scorer(preset: str = "demo", retrain: bool = False, device: str = "cpu"):
     """The preset's ``ToyScorer`` in eval mode (trained and cached on first use). No diffusers."""
     from cdm_bench.toy.scorer import ToyScorer

@@ -19,7 +19,6 @@ Spec example::
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Sequence
 
@@ -27,16 +26,9 @@ import numpy as np
 
 from cdm_bench.errors import RunNotFoundError, SpecError
 from cdm_bench.generator import Generator
+from cdm_bench.hashing import file_sha256 as _sha256_file
 
 SAMPLER_ID = "euler-v1-chunk8-threads1"  # what makes pixels reproducible; see toy.sampling
-
-
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _weights_file(folder: Path) -> Path:
