@@ -61,6 +61,40 @@ def atomic_write_json(path: Path, obj) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, default=json_default))
 
 
+LEDGER = ".cdm-bench-files.json"
+
+
+def write_owned(folder: Path, files: dict, what: str) -> dict[str, Path]:
+    """Write ``files`` ({name: bytes or str}) into ``folder``, each atomically, refusing (before
+    anything is written) to replace a file that cdm-bench did not write there: a ledger
+    (:data:`LEDGER`) records the sha256 of every file written, and an existing file whose bytes
+    are not the recorded ones (a user's file, or one edited since) is kept and reported."""
+    from cdm_bench.errors import RunConflictError
+    from cdm_bench.hashing import bytes_sha256
+
+    folder = Path(folder)
+    ledger_path = folder / LEDGER
+    try:
+        ledger = json.loads(ledger_path.read_text()) if ledger_path.is_file() else {}
+    except (OSError, ValueError):
+        ledger = {}
+    ledger = ledger if isinstance(ledger, dict) else {}
+    for name in files:
+        target = folder / name
+        if target.exists() and (not target.is_file() or bytes_sha256(target.read_bytes()) != ledger.get(name)):
+            raise RunConflictError(f"{target} exists and was not written by cdm-bench {what} (or was changed "
+                                   f"since); move it away or choose another --out")
+    folder.mkdir(parents=True, exist_ok=True)
+    out = {}
+    for name, data in files.items():
+        data = data.encode("utf-8") if isinstance(data, str) else data
+        atomic_write_bytes(folder / name, data)
+        ledger[name] = bytes_sha256(data)
+        out[name] = folder / name
+    atomic_write_text(ledger_path, json.dumps(ledger, indent=1, sort_keys=True))
+    return out
+
+
 def new_temp_dir(final: Path) -> Path:
     """An empty, uniquely named folder beside ``final`` to build its next version in."""
     tmp = temp_path(Path(final))

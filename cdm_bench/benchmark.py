@@ -28,12 +28,13 @@ import subprocess
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-import yaml
-
 from cdm_bench import dist
-from cdm_bench.errors import CdmBenchError, SpecError
+from cdm_bench.errors import CdmBenchError, MissingDependencyError, SpecError
 from cdm_bench.generator import build_generator
 from cdm_bench.prompts import load_prompt_set
+from cdm_bench.safenames import check_out_dir, safe_name
+from cdm_bench.specfile import load_mapping
+from cdm_bench.validate import MAX_BATCH, MAX_IMAGES, MAX_SAMPLES_PER_PROMPT, MAX_SEED, check_kwargs, int_in_range
 
 
 PROMPT_ENTRY_KEYS = {"set", "metrics", "samples_per_prompt", "limit"}
@@ -54,9 +55,14 @@ class PromptEntry:
             return cls(entry)
         if not isinstance(entry, dict) or "set" not in entry:
             raise SpecError(f"benchmark spec: a prompts entry is a set name/path or a mapping with 'set': {entry!r}")
-        unknown = sorted(set(entry) - PROMPT_ENTRY_KEYS)
+        unknown = sorted(set(entry) - PROMPT_ENTRY_KEYS, key=str)
         if unknown:
             raise SpecError(f"benchmark spec: unknown key(s) {unknown} in prompts entry; allowed: {sorted(PROMPT_ENTRY_KEYS)}")
+        check_kwargs(cls, entry, "benchmark spec: prompts entry")
+        if entry.get("samples_per_prompt") is not None:
+            int_in_range(entry["samples_per_prompt"], "samples_per_prompt", 1, MAX_SAMPLES_PER_PROMPT)
+        if entry.get("limit") is not None:
+            int_in_range(entry["limit"], "limit", 1, MAX_IMAGES)
         return cls(**entry)
 
 
@@ -79,22 +85,25 @@ class BenchmarkSpec:
     @classmethod
     def from_dict(cls, d: dict) -> "BenchmarkSpec":
         allowed = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - allowed)
+        unknown = sorted(set(d) - allowed, key=str)
         if unknown:
             raise SpecError(f"benchmark spec: unknown key(s) {unknown}; allowed: {sorted(allowed)}")
         missing = [k for k in ("generators", "prompts") if not d.get(k)]
         if missing:
             raise SpecError(f"benchmark spec: missing or empty {missing}")
+        check_kwargs(cls, d, "benchmark spec")
+        safe_name(d.get("name", "benchmark"), "benchmark spec name")
+        for key, hi in (("seed", MAX_SEED), ("samples_per_prompt", MAX_SAMPLES_PER_PROMPT), ("batch_size", MAX_BATCH),
+                        ("eval_batch_size", MAX_BATCH), ("limit", MAX_IMAGES)):
+            if d.get(key) is not None:
+                int_in_range(d[key], key, 0 if key == "seed" else 1, hi)
         return cls(**d)
 
     @classmethod
     def from_yaml(cls, path) -> "BenchmarkSpec":
         if not Path(path).is_file():
             raise SpecError(f"benchmark spec not found: {path}")
-        data = yaml.safe_load(Path(path).read_text()) or {}
-        if not isinstance(data, dict):
-            raise SpecError(f"{path}: a benchmark spec must be a mapping")
-        return cls.from_dict(data)
+        return cls.from_dict(load_mapping(path, "benchmark spec"))
 
 
 def generator_names(spec: BenchmarkSpec) -> list[str]:
@@ -120,13 +129,15 @@ def run_benchmark(spec: BenchmarkSpec, out_dir, progress: bool = True) -> Path |
     Under torchrun/accelerate every rank generates and scores its share."""
     from cdm_bench.generate import generate
 
-    out = Path(out_dir)
+    out = check_out_dir(out_dir)
     entries = [PromptEntry.parse(p) for p in spec.prompts]
     prompt_sets = [load_prompt_set(e.set, limit=e.limit if e.limit is not None else spec.limit) for e in entries]
     plans = [(e, ps, entry_metrics(e, spec, ps.default_metrics)) for e, ps in zip(entries, prompt_sets)]
     names = generator_names(spec)
-    for _, _, metrics in plans:
-        metric_groups(metrics, spec.eval_python)  # metric entries checked before any work
+    for _, _, metrics in plans:  # metric entries and their interpreters checked before any work
+        for python in metric_groups(metrics, spec.eval_python):
+            if python:
+                check_eval_python(python)
     scored = []
     with dist.process_group() as (rank, _):
         for g, name in zip(spec.generators, names):
@@ -158,6 +169,37 @@ def metric_groups(metrics: list, default_python: str | None) -> dict:
     for group in groups.values():
         parse_metrics(group)  # names and duplicates checked before anything runs
     return groups
+
+
+_CHECKED_PYTHONS: dict[str, str | None] = {}
+
+
+def check_eval_python(python: str) -> None:
+    """An ``eval_python`` must exist and import cdm_bench (checked once per interpreter, before
+    any image is generated)."""
+    if python not in _CHECKED_PYTHONS:
+        _CHECKED_PYTHONS[python] = _eval_python_problem(python)
+    if _CHECKED_PYTHONS[python]:
+        raise MissingDependencyError(_CHECKED_PYTHONS[python])
+
+
+def _eval_python_problem(python: str) -> str | None:
+    import shutil
+
+    if not isinstance(python, str) or not python:
+        return f"eval_python must be a path to an interpreter, got {python!r}"
+    found = shutil.which(python) if "/" not in python else (python if Path(python).is_file() else None)
+    if not found:
+        return (f"eval_python {python}: no such interpreter (build the environment first, e.g. `make eval-env`, "
+                f"or fix the path)")
+    try:
+        proc = subprocess.run([found, "-c", "import cdm_bench"], capture_output=True, text=True, timeout=120)
+    except (OSError, subprocess.SubprocessError) as exc:
+        return f"eval_python {python} cannot be run ({type(exc).__name__}: {exc})"
+    if proc.returncode != 0:
+        last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        return f"eval_python {python} cannot import cdm_bench ({last[:120]}); install cdm-bench into that environment"
+    return None
 
 
 def evaluate_dir(run_dir: Path, metrics: list, spec: BenchmarkSpec, progress: bool) -> None:

@@ -2,12 +2,11 @@
 
 One row per generator x prompt set x metric: the images it would generate (prompts x samples),
 the metric's environment (in-process / the interpreter named by ``eval_python``), its pip extra
-and environment command, and whether its packages and weights are present here.
+and environment command, and whether it can run there: the same check evaluate makes before it
+scores (packages and weights), made in that interpreter (a missing interpreter says so).
 """
 
 from __future__ import annotations
-
-import importlib.util
 
 import pandas as pd
 
@@ -18,10 +17,9 @@ from cdm_bench.errors import CdmBenchError, SpecError
 def prompt_set_info(entry: PromptEntry, limit: int | None) -> tuple[str, int | None, list, str]:
     """(key, prompt count, default metrics, note) of a set, from its data or, when the data file
     is not here, from its spec's declared count."""
-    import yaml
-
     from cdm_bench.prompts import load_prompt_set
     from cdm_bench.registry import PROMPTS
+    from cdm_bench.specfile import load_mapping
 
     try:
         ps = load_prompt_set(entry.set, limit=entry.limit if entry.limit is not None else limit)
@@ -29,7 +27,7 @@ def prompt_set_info(entry: PromptEntry, limit: int | None) -> tuple[str, int | N
     except SpecError as exc:
         if entry.set not in PROMPTS:
             raise
-        spec = yaml.safe_load(PROMPTS.get(entry.set).read_text()) or {}
+        spec = load_mapping(PROMPTS.get(entry.set), "prompt-set spec")
         count = spec.get("count")
         n = None if count is None else min(int(count), entry.limit or limit or int(count))
         return f"{spec.get('name', entry.set)}@{spec.get('version', '1')}", n, spec.get("default_metrics") or [], \
@@ -37,19 +35,21 @@ def prompt_set_info(entry: PromptEntry, limit: int | None) -> tuple[str, int | N
 
 
 def _metric_rows(metrics: list, default_python: str | None) -> list[dict]:
+    """One row per metric: where it runs and whether it can run there, by the check evaluate
+    makes (:func:`cdm_bench.metric_plans.readiness`, run in that interpreter)."""
     from cdm_bench.evaluate import build_plans
+    from cdm_bench.metric_plans import readiness, readiness_in
 
     rows = []
     for python, group in metric_groups(metrics, default_python).items():
-        for plan in build_plans(group, 1, "cpu", "float32"):
+        plans = build_plans(group, 1, "cpu", "float32")
+        ready = readiness(group) if not python else readiness_in(python, group)
+        for plan in plans:
             m = plan.metric
-            missing = [r for r in m.requires if importlib.util.find_spec(r) is None]
-            weights = [w for w in m.weights() if w.locate() is None]
             rows.append({"metric": plan.instance, "env": python or "this interpreter",
                          "install": " / ".join(x for x in (f"cdm-bench[{m.extra}]" if m.extra else "",
                                                              m.env_hint or "") if x) or "core",
-                         "packages here": "yes" if not missing else "missing " + ",".join(missing),
-                         "weights here": "yes" if not weights else f"{len(weights)} missing"})
+                         "ready there": ready.get(plan.instance) or "yes"})
     return rows
 
 

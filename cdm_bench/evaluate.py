@@ -113,8 +113,8 @@ def evaluate(images_dir, metrics, out_dir=None, batch_size: int = 32, device: st
         ident, records = load_generation(src)
         bad = sum(dist.all_gather(find_bad_images(src, records[rank::size])), [])
         if bad:
-            raise EvaluationInputError("bad images; nothing was scored or overwritten:\n  " + "\n  ".join(bad[:20])
-                                       + (f"\n  ... {len(bad) - 20} more" if len(bad) > 20 else ""))
+            raise EvaluationInputError(f"{len(bad)} bad image(s); nothing was scored or overwritten: " + "; ".join(bad[:5])
+                                       + (f"; ... {len(bad) - 5} more" if len(bad) > 5 else ""))
         check_destination(src, dst, ident, force)
         if not same_dir:  # one writer per results directory
             _lock(held, rank, dst, "cdm-bench evaluate", False)

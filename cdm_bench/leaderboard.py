@@ -11,7 +11,6 @@ wide table with ↑/↓ and metric versions. Run directories are read through
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -55,15 +54,18 @@ def long_table(runs: list) -> pd.DataFrame:
         return long
     long["generator"] = _unique_labels(long)
     long["column"] = _metric_columns(long)
-    return long.drop(columns=["_gen_key", "_seed"])
+    return long.drop(columns=["_run", "_seed", "_spec"])
 
 
 def _run_rows(run: RunDir) -> list[dict]:
     res = run.read_results()
     gen = res.get("generation", {})
+    now = run.read_identity() if run.has_identity() else {}
+    same_run = not now or generation_key(now) == generation_key(gen)
+    if now and same_run:  # the same run: its current display name (a rename keeps the scores)
+        gen = {**gen, "generator": now.get("generator", gen.get("generator", {}))}
     spec, ps = gen.get("generator", {}), gen.get("prompt_set", {})
     current = image_set_hash(run.read_manifest()) if run.is_complete() else None
-    same_run = not run.has_identity() or generation_key(run.read_identity()) == generation_key(gen)
     scores = run.read_scores()
     rows = []
     for name, m in sorted(res.get("metrics", {}).items()):
@@ -76,8 +78,8 @@ def _run_rows(run: RunDir) -> list[dict]:
                 "nfe": spec.get("nfe_total"), "cfg": spec.get("cfg"),
                 "prompts": f"{ps.get('name')}@{ps.get('version')}", "metric": name,
                 "version": m.get("version"), "higher_is_better": m.get("higher_is_better"),
-                "identity": m.get("identity"), "_gen_key": json.dumps(generation_key(gen), sort_keys=True),
-                "_seed": gen.get("seed")}
+                "identity": m.get("identity"), "_run": str(run.root.resolve()), "_seed": gen.get("seed"),
+                "_spec": str(gen.get("spec_hash"))[:8]}
         value = float("nan") if stale else m.get("value", float("nan"))
         n = m.get("n", res.get("n_images"))
         rows.append({**base, "sub": "", "mean": value, "ci_low": lo, "ci_high": hi, "n": n,
@@ -88,18 +90,27 @@ def _run_rows(run: RunDir) -> list[dict]:
     return rows
 
 
+#: how runs that share a generator name (and prompt set) are told apart, first that works wins
+_LABEL_TAGS = (lambda r: f"seed {r['_seed']}", lambda r: Path(r["run"]).name,
+               lambda r: f"seed {r['_seed']}, {Path(r['run']).name}", lambda r: f"spec {r['_spec']}",
+               lambda r: f"seed {r['_seed']}, {Path(r['run']).name}, spec {r['_spec']}", lambda r: r["run"])
+
+
 def _unique_labels(long: pd.DataFrame) -> pd.Series:
-    """``name``, or ``name (seed S)`` / ``name (<run dir>)`` when several generations share it."""
+    """One label per run directory: ``name``, or ``name (<tag>)`` when several runs share a name
+    and prompt set (the seed, the folder name, the spec hash, ... or at last the full path), so
+    no table ever drops a run."""
     labels = long["generator"].copy()
     for (name, _), group in long.groupby(["generator", "prompts"]):
-        keys = group["_gen_key"].unique()
-        if len(keys) < 2:
+        runs = group.drop_duplicates("_run")
+        if len(runs) < 2:
             continue
-        seeds_unique = group.groupby("_gen_key")["_seed"].first().nunique() == len(keys)
-        for key in keys:
-            rows = group[group["_gen_key"] == key]
-            tag = f"seed {rows['_seed'].iloc[0]}" if seeds_unique else Path(rows["run"].iloc[0]).name
-            labels.loc[rows.index] = f"{name} ({tag})"
+        for tag in _LABEL_TAGS:
+            tags = {r["_run"]: tag(r) for _, r in runs.iterrows()}
+            if len(set(tags.values())) == len(tags):
+                break
+        for run, t in tags.items():
+            labels.loc[group.index[group["_run"] == run]] = f"{name} ({t})"
     return labels
 
 
@@ -222,7 +233,9 @@ def write_leaderboard(run_dirs, out_dir, reference: str | None = None, metrics: 
     CSV/HTML/Markdown into ``out_dir``."""
     from cdm_bench.errors import SpecError
 
-    out = Path(out_dir)
+    from cdm_bench.safenames import check_out_dir
+
+    out = check_out_dir(out_dir)
     long = long_table(find_runs(run_dirs))
     for key, wanted in (("metric", metrics), ("generator", generators)):
         if wanted:
@@ -232,22 +245,21 @@ def write_leaderboard(run_dirs, out_dir, reference: str | None = None, metrics: 
             long = long[long[key].isin(wanted)]
     if reference is not None and reference not in set(long.get("generator", [])):
         raise SpecError(f"--reference {reference!r} is not a generator of these runs")
-    out.mkdir(parents=True, exist_ok=True)
     if not long.empty:
         long = add_comparisons(long, reference)
     wide = wide_table(long)
     paths = leaderboard_paths(out)
-    wide.to_csv(paths["csv"], index=False)
-    long.to_csv(paths["long_csv"], index=False)
     shown = _decorated(wide, long)
     note = ("Means; per-image metrics show a 95% bootstrap CI that resamples prompts (a prompt's samples "
             "together). ↑ higher is better, ↓ lower. leaderboard.csv adds each metric's paired delta to the "
             "reference generator (default: the highest-NFE teacher) with its CI; leaderboard_long.csv the "
             "per-prompt win rate and the rank.")
-    paths["md"].write_text("# Leaderboard\n\n" + shown.to_markdown(index=False) + f"\n\n{note}\n")
-    from cdm_bench.report.html import write_html
+    from cdm_bench.atomic import write_owned
+    from cdm_bench.report.html import render_html
     from cdm_bench.report.tables import latex_table
 
-    paths["tex"].write_text(latex_table(wide, long) if not wide.empty else "")
-    write_html(paths["html"], wide, long)
+    texts = {"csv": wide.to_csv(index=False), "long_csv": long.to_csv(index=False),
+             "md": "# Leaderboard\n\n" + shown.to_markdown(index=False) + f"\n\n{note}\n",
+             "tex": latex_table(wide, long) if not wide.empty else "", "html": render_html(wide, long)}
+    write_owned(out, {paths[k].name: v for k, v in texts.items()}, "leaderboard")
     return paths

@@ -136,3 +136,43 @@ def build_plans(metrics, batch_size: int, device: str, dtype: str) -> list[Metri
         bs = -(-bs // group) * group  # whole groups per batch
         plans.append(MetricPlan(instance, name, opts, bs, metric))
     return plans
+
+
+def readiness(metrics) -> dict[str, str | None]:
+    """{instance: None when it can run in this interpreter, else the one-line reason} — the
+    check evaluate makes before scoring (``Metric.check``: packages and weights)."""
+    from cdm_bench.errors import CdmBenchError
+
+    out = {}
+    for plan in build_plans(metrics, 1, "cpu", "float32"):
+        try:
+            plan.metric.check()
+            out[plan.instance] = None
+        except CdmBenchError as exc:
+            out[plan.instance] = f"no: {exc}"
+    return out
+
+
+def readiness_in(python: str, metrics) -> dict[str, str | None]:
+    """:func:`readiness` run under another interpreter (an eval env); a missing or broken one is
+    the reason for every metric."""
+    import subprocess
+
+    from cdm_bench.benchmark import _eval_python_problem
+
+    names = [i for i, _, _ in parse_metrics(metrics)]
+    problem = _eval_python_problem(python)
+    if problem is None:
+        proc = subprocess.run([python, "-m", "cdm_bench.metric_plans", json.dumps(metrics, default=str)],
+                              capture_output=True, text=True, timeout=600)
+        try:
+            return json.loads(proc.stdout.strip().splitlines()[-1])
+        except (ValueError, IndexError):
+            problem = f"the check failed there ({(proc.stderr.strip().splitlines() or ['no output'])[-1][:120]})"
+    return {n: f"no: {problem}" for n in names}
+
+
+if __name__ == "__main__":  # python -m cdm_bench.metric_plans '<metric entries as JSON>'
+    import sys
+
+    print(json.dumps(readiness(json.loads(sys.argv[1]))))

@@ -1,4 +1,5 @@
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -62,6 +63,7 @@ def test_metrics_can_go_to_different_interpreters(spec_file, tmp_path, monkeypat
 
     calls = []
     monkeypatch.setattr(benchmark, "_evaluate_with", lambda python, run, metrics, spec: calls.append((python, metrics)))
+    monkeypatch.setattr(benchmark, "check_eval_python", lambda python: None)  # no such env here
     spec = BenchmarkSpec.from_yaml(spec_file)
     spec.metrics = ["dummy:MeanBrightness", {"name": "dummy:MeanBrightness", "alias": "b2", "eval_python": "/env/bin/python"}]
     run_benchmark(spec, tmp_path / "out", progress=False)
@@ -80,13 +82,14 @@ def test_dry_run_lists_the_plan_and_loads_nothing(tmp_path, monkeypatch, capsys)
         "name: paper\nsamples_per_prompt: 2\n"
         "generators:\n  - {generator: diffusers, name: big, model: org/some-model, nfe: 4, guidance: 1.0}\n"
         "  - {generator: toy, name: toy-4, preset: tiny, nfe: 4}\n"
-        "prompts:\n  - {set: pickapic, metrics: [clipscore, {name: toy_align, scorer: tiny, eval_python: /env/bin/python}]}\n"
+        "prompts:\n  - {set: partiprompts, metrics: [clipscore, {name: toy_align, scorer: tiny, eval_python: /env/bin/python}]}\n"
         "  - {set: toy-small}\n")
     assert main(["run", "--dry-run", str(spec)]) == 0
     out = capsys.readouterr().out
-    assert "4 generator x prompt-set runs" in out and str(2 * 2 * (2048 + 32)) + " images" in out
-    assert "pickapic@flow-grpo-test" in out and "4096" in out and "data missing" in out
+    assert "4 generator x prompt-set runs" in out and str(2 * 2 * (1632 + 32)) + " images" in out
+    assert "partiprompts@v1" in out and "3264" in out and "data missing" in out
     assert "/env/bin/python" in out and "cdm-bench[eval] / make eval-env" in out
+    assert "no: eval_python /env/bin/python: no such interpreter" in out  # not "yes" for a missing interpreter
     assert main(["run", "--dry-run", "toy-world"]) == 0  # a name under recipes/benchmarks
     assert "toy-world" in capsys.readouterr().out
     assert main(["ls", "benchmarks"]) == 0 and "toy-world" in capsys.readouterr().out
@@ -99,4 +102,5 @@ def test_the_paper_specs_validate(capsys):
         assert "8 generator x prompt-set runs" in out
         for metric in ("imagereward", "clipscore", "pickscore", "hpsv2", "hpsv3", "aesthetic", "ocr", "dpgbench", "fid"):
             assert f"| {metric}" in out, metric
-        assert ".venv-hpsv3/bin/python" in out and "pickapic@" in out and "| 1065 " in out
+        assert ".venv-hpsv3/bin/python" in out and "pickapic@" in out and re.search(r"\|\s+1065 \|", out)
+        assert "coco2014-paper@reference-9986" in out and re.search(r"\|\s+9986 \|", out)

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import logging
 import sys
@@ -49,6 +50,19 @@ def main(argv: list[str] | None = None) -> int:
     except CdmBenchError as exc:
         print(f"cdm-bench {args.command}: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except OSError as exc:
+        if exc.errno not in USER_OS_ERRORS:
+            raise
+        where = f" {exc.filename}" if exc.filename else ""
+        print(f"cdm-bench {args.command}: error: cannot use{where}: {exc.strerror} (check the path and its "
+              f"permissions)", file=sys.stderr)
+        return 2
+
+
+#: file-system errors that are the user's situation, not a bug (permissions, read-only or full
+#: disks, names too long, a file where a folder is expected, ...): one line, exit code 2
+USER_OS_ERRORS = frozenset({errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.ENAMETOOLONG,
+                            errno.ENOTDIR, errno.EISDIR, errno.EEXIST, errno.ENOENT, errno.ELOOP, errno.EBUSY})
 
 
 if __name__ == "__main__":

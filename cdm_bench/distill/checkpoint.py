@@ -7,15 +7,15 @@ Layout of a run directory::
     <out>/checkpoint-000200/state.pt student, ema, fake (full state dicts), both optimizers, counters
     <out>/checkpoint-000200/recipe.yaml, meta.json   (adapter, model spec: what export needs)
 
-A checkpoint directory is written under a temporary name and renamed when complete, so a
-crash (or a non-finite loss) never leaves a half-written "latest" checkpoint behind.
+A checkpoint directory is written under a unique temporary name and swapped in when complete
+(:func:`cdm_bench.atomic.replace_dir`: an older folder of the same step is renamed aside first and
+deleted last), so a crash (or a non-finite loss) never leaves a half-written "latest" checkpoint.
 """
 
 from __future__ import annotations
 
 import copy
 import json
-import os
 import shutil
 import time
 from pathlib import Path
@@ -60,16 +60,20 @@ def latest_checkpoint(out_dir: Path) -> Path | None:
 def save_checkpoint(out_dir: Path, step: int, state: dict, recipe: dict, meta: dict,
                     keep: int = 0) -> Path:
     """Write ``state`` (rank 0 only) atomically; keep the newest ``keep`` checkpoints (0: all)."""
+    from cdm_bench.atomic import is_temp_name, new_temp_dir, replace_dir
+
     final = checkpoint_path(out_dir, step)
-    tmp = final.with_name(final.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    torch.save(state, tmp / "state.pt")
-    (tmp / "recipe.yaml").write_text(yaml.safe_dump(recipe, sort_keys=False))
-    (tmp / "meta.json").write_text(json.dumps({**meta, "step": step, "time": time.time()}, indent=1))
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(tmp, final)
+    for stale in Path(out_dir).glob(f".{PREFIX}*"):  # left by a save that was killed (rank 0 saves alone)
+        if is_temp_name(stale.name) and stale.is_dir():
+            shutil.rmtree(stale, ignore_errors=True)
+    tmp = new_temp_dir(final)
+    try:
+        torch.save(state, tmp / "state.pt")
+        (tmp / "recipe.yaml").write_text(yaml.safe_dump(recipe, sort_keys=False))
+        (tmp / "meta.json").write_text(json.dumps({**meta, "step": step, "time": time.time()}, indent=1))
+        replace_dir(tmp, final)  # the old checkpoint of this step stays until the new one is in place
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     if keep > 0:
         for old in list_checkpoints(out_dir)[:-keep]:
             shutil.rmtree(old, ignore_errors=True)
@@ -85,7 +89,9 @@ def load_meta(checkpoint: Path) -> tuple[dict, dict]:
     checkpoint = Path(checkpoint)
     if not (checkpoint / "state.pt").is_file():
         raise RunNotFoundError(f"not a distillation checkpoint (no state.pt): {checkpoint}")
-    recipe = yaml.safe_load((checkpoint / "recipe.yaml").read_text())
+    from cdm_bench.specfile import load_mapping
+
+    recipe = load_mapping(checkpoint / "recipe.yaml", "checkpoint recipe")
     meta = json.loads((checkpoint / "meta.json").read_text())
     return recipe, meta
 

@@ -9,9 +9,8 @@ import copy
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from cdm_bench.errors import RecipeError, RunNotFoundError
+from cdm_bench.errors import RecipeError, RunNotFoundError, SpecError
+from cdm_bench.specfile import load_mapping, parse_yaml
 
 
 def resolve_raw(name_or_path: str | Path | dict, _seen: tuple = ()) -> dict:
@@ -22,9 +21,10 @@ def resolve_raw(name_or_path: str | Path | dict, _seen: tuple = ()) -> dict:
         path = _recipe_path(name_or_path)
         if path in _seen:
             raise RecipeError(f"recipe 'base' cycle: {' -> '.join(map(str, _seen + (path,)))}")
-        raw = yaml.safe_load(path.read_text()) or {}
-        if not isinstance(raw, dict):
-            raise RecipeError(f"{path}: a recipe must be a mapping")
+        try:
+            raw = load_mapping(path, "recipe")
+        except SpecError as exc:
+            raise RecipeError(str(exc)) from None
         if "distributed_type" in raw:
             raise RecipeError(f"{path} is an accelerate launcher config, not a training recipe: "
                               f"accelerate launch --config_file {path} -m cdm_bench.cli.train RECIPE")
@@ -94,4 +94,7 @@ def _split_override(text: str) -> tuple[str, Any]:
     if "=" not in text:
         raise RecipeError(f"override {text!r} must look like key.path=value")
     key, _, value = text.partition("=")
-    return key.strip(), yaml.safe_load(value)
+    try:
+        return key.strip(), parse_yaml(value, f"override {key.strip()!r}")
+    except SpecError as exc:
+        raise RecipeError(str(exc)) from None

@@ -143,13 +143,13 @@ def table_rows(wide: pd.DataFrame, long: pd.DataFrame, metrics: dict[str, bool])
     return rows
 
 
-def write_html(path: Path, wide: pd.DataFrame, long: pd.DataFrame, n_prompts: int = 6) -> None:
+def render_html(wide: pd.DataFrame, long: pd.DataFrame, n_prompts: int = 6) -> str:
     from jinja2 import Template
 
     metrics = metric_columns(wide, long)
     wide = wide.reset_index(drop=True)
-    page = Template((Path(__file__).parent / "report.html.j2").read_text()).render(
+    return Template((Path(__file__).parent / "report.html.j2").read_text()).render(
         metrics=metrics, rows=table_rows(wide, long, metrics), grid=image_grid(wide, long, n_prompts),
         bars=bar_charts(wide, metrics), nfe=nfe_charts(wide, metrics), provenance=provenance(long),
         escape=html.escape)
-    path.write_text(page, encoding="utf-8")
+
