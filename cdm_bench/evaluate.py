@@ -128,7 +128,7 @@ def evaluate(images_dir, metrics, out_dir=None, batch_size: int = 32, device: st
             if force:
                 for plan in todo:
                     dst.remove_chunks(plan.instance, ctx.chunk_key(plan))
-            if not todo or set(results["metrics"]) != set(dst.read_results().get("metrics") or {}):
+            if not todo or set(results["metrics"]) != set(dst.read_results(force=force).get("metrics") or {}):
                 ctx.write(results, frame)  # results of other image sets are dropped right away
         dist.barrier()
         for plan in todo:

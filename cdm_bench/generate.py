@@ -55,13 +55,18 @@ def generate(generator, prompts, out_dir, samples_per_prompt: int = 1, batch_siz
     gen.check_ready()  # e.g. missing weights: fail before the directory is touched
     identity = {"generator": spec, "spec_hash": spec_hash(spec), "prompt_set": ps.describe(),
                 "seed": seed}
+    names = {out.image_name(p["id"], k) for p in ps.prompts for k in range(samples_per_prompt)}
+    refusal = _refusal(out, identity, overwrite, names)  # before the lock file is made: a refused
+    if refusal:                                           # folder is left exactly as it was
+        raise RunConflictError(refusal)
     with dist.process_group() as (rank, size), contextlib.ExitStack() as held:
         error = None
         if rank == 0:  # rank 0 holds the directory's writer lock for the whole run
             try:
                 held.enter_context(out.lock("cdm-bench generate"))
-                names = {out.image_name(p["id"], k) for p in ps.prompts for k in range(samples_per_prompt)}
-                error = _prepare_dir(out, identity, overwrite, names)
+                error = _refusal(out, identity, overwrite, names)  # again, under the lock
+                if not error:
+                    _prepare_dir(out, identity)
             except CdmBenchError as exc:
                 error = str(exc)
         error = dist.broadcast(error)
@@ -86,15 +91,15 @@ def check_prompt_rows(ps: PromptSet) -> None:
     ps.validate()
 
 
-def _prepare_dir(out: RunDir, identity: dict, overwrite: bool, names: set[str]) -> str | None:
-    """Resume the same run; start a new one in an empty folder or one whose earlier start wrote
-    no image; replace a different run only with ``overwrite``. Only files cdm-bench wrote are
-    ever deleted, and a folder holding files it did not write is refused unless ``overwrite``
-    (which still deletes none of them). Returns an error message, or None."""
+def _refusal(out: RunDir, identity: dict, overwrite: bool, names: set[str]) -> str | None:
+    """Why ``out`` cannot take this run, or None. The same run resumes; a new one starts in an
+    empty folder or in one whose earlier start wrote no image; a different run is replaced only
+    with ``overwrite``; a folder holding files cdm-bench did not write is refused unless
+    ``overwrite`` (which still deletes none of them: see :meth:`RunDir.clear_generation`)."""
+    if not out.root.exists():
+        return None
     old = out.read_identity()  # a generation.json cdm-bench did not write: refused in there
     if old and generation_key(old) == generation_key(identity):
-        if old["generator"].get("name") != identity["generator"].get("name"):
-            out.write_identity({**old, "generator": identity["generator"]})  # a new display name: same run
         return None
     own = out.own_image_files()
     if old and own and not overwrite:
@@ -112,10 +117,19 @@ def _prepare_dir(out: RunDir, identity: dict, overwrite: bool, names: set[str]) 
     if blocked:
         return (f"{out.root / blocked[0]} was not written by cdm-bench but is where this run writes an image"
                 f"{f' ({len(blocked)} such files)' if len(blocked) > 1 else ''}; move it away or use another --out")
+    return None
+
+
+def _prepare_dir(out: RunDir, identity: dict) -> None:
+    """Take ``out`` for this run (after :func:`_refusal` said yes, under the lock)."""
+    old = out.read_identity()
+    if old and generation_key(old) == generation_key(identity):
+        if old["generator"].get("name") != identity["generator"].get("name"):
+            out.write_identity({**old, "generator": identity["generator"]})  # a new display name: same run
+        return
     out.clear_generation()
     out.prepare_images()
     out.write_identity({**identity, "environment": environment()})
-    return None
 
 
 def read_records(out) -> list[dict]:

@@ -203,11 +203,20 @@ class RunDir:
         """Hold this directory's lock (an ``flock``, released by the OS even on SIGKILL):
         exclusive for a writer (generate, or evaluate into this folder), shared for a reader
         (evaluate reading the images into another ``--out``). A conflict is refused at once with
-        a message naming the holder."""
+        a message naming the holder. A reader creates nothing: without a lock file (a run copied
+        without it, a read-only folder) it reads unlocked, and each image's sha256 is still checked
+        when it is scored."""
         import fcntl
 
-        self.root.mkdir(parents=True, exist_ok=True)
-        fh = open(self.root / LOCK, "a+")
+        if shared:
+            try:
+                fh = open(self.root / LOCK)
+            except OSError:
+                yield
+                return
+        else:
+            self.root.mkdir(parents=True, exist_ok=True)
+            fh = open(self.root / LOCK, "a+")
         try:
             fcntl.flock(fh, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
         except BlockingIOError:
