@@ -2,7 +2,10 @@
 torchrun launcher alone), resume, and count what a user would find; then try bad inputs and
 record the one-line messages. Writes benchmarks/results/reliability.md (and .json).
 
-    python benchmarks/reliability.py [--seeds 3]
+    python benchmarks/reliability.py [--seeds 3] [--fuzz-minutes 20]
+
+It also runs the fuzz suite (tests/test_fuzz.py) in its CI mode and, with ``--fuzz-minutes``,
+its long mode, and records the examples, exit codes and seeds.
 
 Uses the test doubles of tests/dummy.py (a deterministic generator and a counting metric that
 can SIGKILL their own process after N images), so it needs no trained model (~2 min).
@@ -174,6 +177,29 @@ BAD_INPUTS = [
     ("evaluate --images typo/dir", lambda t: ["evaluate", "--images", str(t / "typo" / "dir"), "--metrics", "toy_align"]),
     ("evaluate --out another run's directory", lambda t: ["evaluate", "--images", str(t / "gen-ref"), "--metrics", "counting=dummy:CountingMetric", "--out", str(t / "gen-other")]),
     ("unknown metric toy_fdi", lambda t: ["evaluate", "--images", str(t / "gen-ref"), "--metrics", "toy_fdi"]),
+    # round 2 (issue 20)
+    ("--samples-per-prompt 1000000000", lambda t: ["generate", "--generator", "dummy:DummyGenerator", "--prompts", "smoke", "--samples-per-prompt", "1000000000", "--out", str(t / "o")]),
+    ("--limit -1", lambda t: ["generate", "--generator", "dummy:DummyGenerator", "--prompts", "smoke", "--limit", "-1", "--out", str(t / "o")]),
+    ("JSONL id ending in a newline", lambda t: ["generate", "--generator", "dummy:DummyGenerator", "--prompts", str(t / "newline.jsonl"), "--out", str(t / "o")]),
+    ("JSONL row that is an array", lambda t: ["generate", "--generator", "dummy:DummyGenerator", "--prompts", str(t / "array.jsonl"), "--out", str(t / "o")]),
+    ("--out at an existing file", lambda t: ["generate", "--generator", "dummy:DummyGenerator", "--prompts", "smoke", "--out", str(t / "latin.txt")]),
+    ("--out a folder cdm-bench did not write", lambda t: ["generate", "--generator", "dummy:DummyGenerator", "--prompts", "smoke", "--out", str(t / "photos")]),
+    ("generator name ../../x in a run spec", lambda t: ["run", str(t / "run-name.yaml"), "--out", str(t / "o")]),
+    ("missing eval_python in a run spec", lambda t: ["run", str(t / "run-python.yaml"), "--out", str(t / "o")]),
+    ("malformed YAML", lambda t: ["generate", "--generator", str(t / "broken.yaml"), "--prompts", "smoke", "--out", str(t / "o")]),
+    ("YAML alias bomb", lambda t: ["run", str(t / "bomb.yaml"), "--out", str(t / "o")]),
+    ("YAML nested 20,000 deep", lambda t: ["generate", "--generator", str(t / "deep.yaml"), "--prompts", "smoke", "--out", str(t / "o")]),
+    ("all-digit sha256 in a prompt-set spec", lambda t: ["generate", "--generator", "dummy:DummyGenerator", "--prompts", str(t / "digits.yaml"), "--out", str(t / "o")]),
+    ("2,048 junk lines against the pickapic pin", lambda t: ["generate", "--generator", "dummy:DummyGenerator", "--prompts", str(t / "junk.yaml"), "--out", str(t / "o")]),
+    ("malformed COCO captions JSON", lambda t: ["generate", "--generator", "dummy:DummyGenerator", "--prompts", str(t / "coco.yaml"), "--out", str(t / "o")]),
+    ("metric instance ../../x", lambda t: ["evaluate", "--images", str(t / "gen-ref"), "--metrics", "../../x=dummy:CountingMetric"]),
+    ("metric instance /abs", lambda t: ["evaluate", "--images", str(t / "gen-ref"), "--metrics", "/abs=dummy:CountingMetric"]),
+    ("--metric-options wrong type", lambda t: ["evaluate", "--images", str(t / "gen-ref"), "--metrics", "m=dummy:MeanValue", "--metric-options", '{"m": {"scale": "2"}}']),
+    ("--metric-options nested 30,000 deep", lambda t: ["evaluate", "--images", str(t / "gen-ref"), "--metrics", "m=dummy:MeanValue", "--metric-options", '{"m": ' + "[" * 30000 + "]" * 30000 + "}"]),
+    ("manifest joined with itself", lambda t: ["evaluate", "--images", str(t / "doubled"), "--metrics", "counting=dummy:CountingMetric"]),
+    ("truncated results.json", lambda t: ["evaluate", "--images", str(t / "cut-results"), "--metrics", "counting=dummy:CountingMetric"]),
+    ("truncated scores.parquet", lambda t: ["evaluate", "--images", str(t / "cut-scores"), "--metrics", "counting=dummy:CountingMetric"]),
+    ("evaluate --out holding a foreign results.json", lambda t: ["evaluate", "--images", str(t / "gen-ref"), "--metrics", "counting=dummy:CountingMetric", "--out", str(t / "foreign"), "--force"]),
 ]
 
 
@@ -183,11 +209,17 @@ def bad_inputs(tmp: Path) -> list[dict]:
     (tmp / "escape.jsonl").write_text('{"id": "../../escaped", "prompt": "x"}\n')
     (tmp / "nfe.yaml").write_text("generator: toy\npreset: tiny\nnfe: abc\n")
     (tmp / "os.yaml").write_text(f'generator: "os:system"\ncommand: "touch {tmp / "PWNED"}"\n')
+    _round2_inputs(tmp)
     subprocess.run(launch(1, 0) + gen_args(tmp, tmp / "gen-other") + ["--seed", "7"], env=env(), check=True,
                    capture_output=True)
     subprocess.run(launch(1, 0) + ["evaluate", "--images", str(tmp / "gen-other"), "--metrics",
                                    "counting=dummy:CountingMetric"], capture_output=True, check=True,
                    env=env(CDM_TEST_CALL_LOG=tmp / "other.log"))
+    for name, target, how in (("doubled", "manifest.jsonl", "double"), ("cut-results", "results.json", "cut"),
+                              ("cut-scores", "scores.parquet", "cut")):
+        shutil.copytree(tmp / "gen-other", tmp / name)
+        data = (tmp / name / target).read_bytes()
+        (tmp / name / target).write_bytes(data * 2 if how == "double" else data[: len(data) // 2])
     rows = []
     for what, argv in BAD_INPUTS:
         proc = subprocess.run(launch(1, 0) + argv(tmp), env=env(CDM_TEST_CALL_LOG=tmp / "bad.log"),
@@ -198,6 +230,50 @@ def bad_inputs(tmp: Path) -> list[dict]:
     rows.append({"input": "(os:system spec created its file?)", "exit": "", "lines": "",
                  "traceback": False, "message": "yes" if (tmp / "PWNED").exists() else "no"})
     return rows
+
+
+def _round2_inputs(tmp: Path) -> None:
+    """The files issue 20's bad inputs need."""
+    (tmp / "newline.jsonl").write_text('{"id": "a\\n", "prompt": "x"}\n')
+    (tmp / "array.jsonl").write_text('["a prompt"]\n')
+    (tmp / "photos").mkdir()
+    (tmp / "photos" / "holiday.jpg").write_bytes(b"jpeg")
+    gen = '{generator: "dummy:DummyGenerator", name: d}'
+    (tmp / "run-name.yaml").write_text('prompts: [smoke]\nmetrics: [counting=dummy:CountingMetric]\n'
+                                       'generators: [{generator: "dummy:DummyGenerator", name: ../../x}]\n')
+    (tmp / "run-python.yaml").write_text(f"prompts: [smoke]\ngenerators: [{gen}]\nmetrics: [{{name: 'dummy:CountingMetric', "
+                                         f"eval_python: {tmp / 'no-env' / 'bin' / 'python'}}}]\n")
+    (tmp / "broken.yaml").write_text("generator: [unclosed\n")
+    bomb = ["a0: &a0 [x, x, x, x, x, x, x, x, x]"] + [f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 9) + "]"
+                                                     for i in range(1, 9)]
+    (tmp / "bomb.yaml").write_text("\n".join(bomb) + "\ngenerators: [*a8]\nprompts: [smoke]\n")
+    (tmp / "deep.yaml").write_text("generator: " + "[" * 20000 + "]" * 20000 + "\n")
+    (tmp / "p.txt").write_text("".join(f"junk {i}\n" for i in range(2048)))
+    (tmp / "digits.yaml").write_text("name: d\nsource: {type: file, path: p.txt, sha256: 1234567890123456789}\n")
+    pin = "d75c025fa451866e70f7e36243f7cdd93095523cb51f5f9651f2ce3236d20262"  # the reference's pickapic test.txt
+    (tmp / "junk.yaml").write_text(f'name: pickapic\ncount: 2048\nsource: {{type: file, path: p.txt, sha256: "{pin}"}}\n')
+    (tmp / "c.json").write_text('{"images": [{"id": 1}], "annotations": [{"id": 1}]}')
+    (tmp / "coco.yaml").write_text("name: c\nsource: {type: coco, path: c.json, n: 1}\n")
+    (tmp / "foreign").mkdir()
+    (tmp / "foreign" / "results.json").write_text('{"mine": true}')
+
+
+def fuzz_suite(minutes: float) -> dict:
+    """tests/test_fuzz.py: bounded (CI: the fixed seed) or, with ``minutes``, the long mode."""
+    log = Path(tempfile.mkstemp(suffix=".jsonl")[1])
+    extra = {"RUN_FUZZ": "1", "FUZZ_MINUTES": str(minutes), "FUZZ_SEED": str(int(time.time()))} if minutes else {}
+    t0 = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-s", "-p", "no:cacheprovider", "--timeout",
+                           str(int(minutes * 60 + 900)), str(ROOT / "tests" / "test_fuzz.py")],
+                          env=env(FUZZ_LOG=log, **extra), capture_output=True, text=True, cwd=ROOT)
+    counts = next((json.loads(ln.split(" ", 1)[1]) for ln in proc.stdout.splitlines() if ln.startswith("FUZZ_COUNTS")),
+                  {})
+    seeds = [json.loads(ln) for ln in log.read_text().splitlines() if ln.strip()]
+    log.unlink()
+    summary = (proc.stdout.strip().splitlines() or [""])[-1]
+    return {"mode": f"long ({minutes:g} min)" if minutes else "CI (fixed seed)", "exit": proc.returncode,
+            "seconds": time.perf_counter() - t0, "counts": counts, "seeds": seeds, "summary": summary,
+            "failures": [ln for ln in proc.stdout.splitlines() if ln.startswith("FAILED")]}
 
 
 def write_markdown(res: dict, path: Path) -> None:
@@ -220,12 +296,32 @@ def write_markdown(res: dict, path: Path) -> None:
     for r in res["bad_inputs"]:
         msg = str(r["message"]).replace("|", "\\|")
         lines.append(f"| {r['input']} | {r['exit']} | {r['lines']} | {'YES' if r['traceback'] else 'no'} | {msg} |")
+    lines += _fuzz_markdown(res.get("fuzz") or [])
     path.write_text("\n".join(lines) + "\n")
+
+
+def _fuzz_markdown(runs: list[dict]) -> list[str]:
+    lines = ["", "## Property-based fuzzing (`tests/test_fuzz.py`)", "",
+             "Generated prompt files, prompt ids, option values, metric-option JSON, spec YAML and run-directory "
+             "corruptions through the CLI in a scratch folder; invariants: exit 0 or 2, one stderr line and no "
+             "traceback on 2, nothing outside `--out` changed, no file the tool did not write deleted, results "
+             "correct or absent.", "",
+             "| mode | examples | exit 0 | exit 2 | seeds | wall (s) | result |", "|---|---|---|---|---|---|---|"]
+    for f in runs:
+        c = f["counts"]
+        seeds = sorted({s["seed"] for s in f["seeds"]})
+        shown = ", ".join(map(str, seeds)) if len(seeds) <= 3 else f"{seeds[0]}..{seeds[-1]} ({len(seeds)})"
+        result = "no failure" if f["exit"] == 0 else "FAILED: " + "; ".join(f["failures"])[:200]
+        lines.append(f"| {f['mode']} | {c.get('examples', '?')} | {c.get('exit0', '?')} | {c.get('exit2', '?')} | "
+                     f"{shown} | {f['seconds']:.0f} | {result} |")
+    return lines
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--fuzz-minutes", type=float, default=0,
+                    help="also run the fuzz suite's long mode for this long (the CI mode always runs)")
     args = ap.parse_args()
     from cdm_bench.provenance import environment
 
@@ -234,6 +330,7 @@ def main() -> None:
         res = {"seeds": args.seeds, "cores": os.cpu_count(), "kills": generate_kills(tmp, args.seeds)}
         res["kills"] += evaluate_kills(tmp, args.seeds)
         res["bad_inputs"] = bad_inputs(tmp)
+        res["fuzz"] = [fuzz_suite(0)] + ([fuzz_suite(args.fuzz_minutes)] if args.fuzz_minutes else [])
         res["environment"] = environment()
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -69,8 +69,12 @@ def write_owned(folder: Path, files: dict, what: str) -> dict[str, Path]:
     anything is written) to replace a file that cdm-bench did not write there: a ledger
     (:data:`LEDGER`) records the sha256 of every file written, and an existing file whose bytes
     are not the recorded ones (a user's file, or one edited since) is kept and reported."""
+    import hashlib
+
     from cdm_bench.errors import RunConflictError
-    from cdm_bench.hashing import bytes_sha256
+
+    def bytes_sha256(data: bytes) -> str:
+        return hashlib.sha256(data).hexdigest()
 
     folder = Path(folder)
     ledger_path = folder / LEDGER

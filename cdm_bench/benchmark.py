@@ -29,7 +29,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from cdm_bench import dist
-from cdm_bench.errors import CdmBenchError, MissingDependencyError, SpecError
+from cdm_bench.errors import CdmBenchError, SpecError
+from cdm_bench.interpreters import check_eval_python
 from cdm_bench.generator import build_generator
 from cdm_bench.prompts import load_prompt_set
 from cdm_bench.safenames import check_out_dir, safe_name
@@ -169,37 +170,6 @@ def metric_groups(metrics: list, default_python: str | None) -> dict:
     for group in groups.values():
         parse_metrics(group)  # names and duplicates checked before anything runs
     return groups
-
-
-_CHECKED_PYTHONS: dict[str, str | None] = {}
-
-
-def check_eval_python(python: str) -> None:
-    """An ``eval_python`` must exist and import cdm_bench (checked once per interpreter, before
-    any image is generated)."""
-    if python not in _CHECKED_PYTHONS:
-        _CHECKED_PYTHONS[python] = _eval_python_problem(python)
-    if _CHECKED_PYTHONS[python]:
-        raise MissingDependencyError(_CHECKED_PYTHONS[python])
-
-
-def _eval_python_problem(python: str) -> str | None:
-    import shutil
-
-    if not isinstance(python, str) or not python:
-        return f"eval_python must be a path to an interpreter, got {python!r}"
-    found = shutil.which(python) if "/" not in python else (python if Path(python).is_file() else None)
-    if not found:
-        return (f"eval_python {python}: no such interpreter (build the environment first, e.g. `make eval-env`, "
-                f"or fix the path)")
-    try:
-        proc = subprocess.run([found, "-c", "import cdm_bench"], capture_output=True, text=True, timeout=120)
-    except (OSError, subprocess.SubprocessError) as exc:
-        return f"eval_python {python} cannot be run ({type(exc).__name__}: {exc})"
-    if proc.returncode != 0:
-        last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-        return f"eval_python {python} cannot import cdm_bench ({last[:120]}); install cdm-bench into that environment"
-    return None
 
 
 def evaluate_dir(run_dir: Path, metrics: list, spec: BenchmarkSpec, progress: bool) -> None:

@@ -158,10 +158,10 @@ def readiness_in(python: str, metrics) -> dict[str, str | None]:
     the reason for every metric."""
     import subprocess
 
-    from cdm_bench.benchmark import _eval_python_problem
+    from cdm_bench.interpreters import eval_python_problem
 
     names = [i for i, _, _ in parse_metrics(metrics)]
-    problem = _eval_python_problem(python)
+    problem = eval_python_problem(python)
     if problem is None:
         proc = subprocess.run([python, "-m", "cdm_bench.metric_plans", json.dumps(metrics, default=str)],
                               capture_output=True, text=True, timeout=600)

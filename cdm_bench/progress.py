@@ -2,6 +2,7 @@
 
 On a terminal: the usual live bar. When stderr is not a terminal (a batch job's log, CI): one
 plain line at most every ``LOG_INTERVAL_S`` seconds instead of megabytes of carriage returns.
+``TQDM_DISABLE=1`` turns them off.
 """
 
 from __future__ import annotations
@@ -29,9 +30,13 @@ class _LineWriter:
 
 def progress_bar(total: int | None = None, desc: str = "", unit: str = "it", disable: bool = False,
                  **kwargs: Any):
-    """A ``tqdm`` bar; throttled to one line per ``LOG_INTERVAL_S`` when stderr is no terminal."""
+    """A ``tqdm`` bar; throttled to one line per ``LOG_INTERVAL_S`` when stderr is no terminal;
+    none at all with ``TQDM_DISABLE=1`` (tqdm's own switch)."""
+    import os
+
     from tqdm.auto import tqdm
 
+    disable = disable or os.environ.get("TQDM_DISABLE", "").strip().lower() not in ("", "0", "false")
     stream = sys.stderr
     if not disable and not (hasattr(stream, "isatty") and stream.isatty()):
         kwargs.setdefault("mininterval", LOG_INTERVAL_S)

@@ -71,8 +71,9 @@ def parse_yaml(text: str, where: str):
     """The value of a YAML document (``where`` names it in errors)."""
     if len(text) > MAX_BYTES:
         raise SpecError(f"{where}: {len(text)} bytes; a spec may hold at most {MAX_BYTES}")
-    loader = _Bounded(text)
+    loader = None
     try:
+        loader = _Bounded(text)
         node = loader.get_single_node()
         if node is None:
             return None
@@ -89,7 +90,8 @@ def parse_yaml(text: str, where: str):
     except RecursionError:
         raise SpecError(f"{where}: refused, nested too deeply") from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
 
 
 def load_yaml(path, what: str = "spec"):

@@ -46,6 +46,10 @@ _PLAIN = {int: (int,), float: (int, float), str: (str,), bool: (bool,), list: (l
           dict: (dict,)}
 
 
+_TYPE_WORDS = {type(None): "null", bool: "true or false", int: "an integer", float: "a number", str: "a string",
+               list: "a list", tuple: "a list", dict: "a mapping"}
+
+
 def _accepts(annotation):
     """The plain types an annotation allows, or None when it cannot be checked here."""
     if annotation in _PLAIN:
@@ -80,5 +84,5 @@ def check_kwargs(cls: type, kwargs: dict, what: str) -> None:
             continue
         allowed = _accepts(params[key].annotation)
         if allowed is not None and not _matches(value, allowed):
-            names = " or ".join(sorted({"null" if t is type(None) else t.__name__ for t in allowed}))
+            names = " or ".join(sorted({_TYPE_WORDS.get(t, t.__name__) for t in allowed}))
             raise SpecError(f"{what}: {key} must be {names}, got {type(value).__name__} {str(value)[:60]!r}")

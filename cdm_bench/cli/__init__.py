@@ -21,9 +21,16 @@ import sys
 SUBCOMMANDS = ["ls", "phases", "run", "demo", "train", "export"]
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (``PROG: error: ...; see PROG --help``), exit code 2, like
+    every other user error."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {' '.join(message.split())} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="cdm-bench", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = _Parser(prog="cdm-bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in SUBCOMMANDS:

@@ -370,8 +370,11 @@ def train(recipe_name_or_path, overrides: dict | list | None = None, out_dir: st
 
     Under ``torchrun`` every process calls this; the models are sharded with FSDP2.
     """
+    from cdm_bench.safenames import check_out_dir, safe_name
+
     cfg = load_recipe(recipe_name_or_path, overrides)
-    out_dir = Path(out_dir) if out_dir is not None else Path("runs") / "distill" / cfg.name
+    out_dir = check_out_dir(out_dir if out_dir is not None else Path("runs") / "distill" / safe_name(cfg.name, "recipe name"),
+                            "--out")
     owns_group = not torch.distributed.is_initialized()
     try:
         return Trainer(cfg, out_dir, resume=resume, adapter=adapter).train()

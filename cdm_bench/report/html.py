@@ -78,14 +78,21 @@ def nfe_charts(wide: pd.DataFrame, metrics: dict[str, bool]) -> list[tuple[str, 
     return charts
 
 
-def _thumb(path: Path) -> str:
+def _thumb(run: RunDir, record: dict) -> str | None:
+    """A thumbnail data URI of a record's image, or None when the file is missing or is not the
+    image its manifest names (a corrupt or replaced file is never shown as the run's)."""
     from PIL import Image
 
-    with Image.open(path) as im:
-        im = im.convert("RGB")
-        im.thumbnail((THUMB, THUMB))
-        buf = io.BytesIO()
-        im.save(buf, format="PNG")
+    from cdm_bench.errors import CdmBenchError
+
+    try:
+        image = run.load_images([record])[0]
+    except (CdmBenchError, OSError, ValueError):
+        return None
+    im = Image.fromarray(image)
+    im.thumbnail((THUMB, THUMB))
+    buf = io.BytesIO()
+    im.save(buf, format="PNG")
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
@@ -103,8 +110,7 @@ def image_grid(wide: pd.DataFrame, long: pd.DataFrame, n_prompts: int) -> dict:
         cells = []
         for pid, _ in prompts:
             rec = records.get(g, {}).get((pid, 0))
-            path = Path(runs[g]) / rec["file"] if rec else None
-            cells.append(_thumb(path) if path is not None and path.exists() else None)
+            cells.append(_thumb(RunDir(runs[g]), rec) if rec else None)
         rows.append((g, cells))
     return {"prompts": prompts, "rows": rows}
 

@@ -1,7 +1,6 @@
 import hashlib
 import json
 
-import numpy as np
 import pytest
 
 from cdm_bench.generate import RunConflictError, generate, read_records
