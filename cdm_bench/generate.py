@@ -188,7 +188,7 @@ def _run_jobs(gen, identity, todo, out, rank, size, batch_size, seed, progress) 
             batch = todo[start:start + batch_size]
             seeds = [sample_seed(seed, p["id"], k) for p, k in batch]
             t0 = time.perf_counter()
-            images = np.asarray(gen.generate([p["prompt"] for p, _ in batch], seeds))
+            images = _checked(gen.generate([p["prompt"] for p, _ in batch], seeds), len(batch), identity)
             dt = time.perf_counter() - t0
             timing["model_s"] += dt
             pending = _drain(pending, keep=1, timing=timing)  # at most 2 batches in memory
@@ -196,6 +196,16 @@ def _run_jobs(gen, identity, todo, out, rank, size, batch_size, seed, progress) 
         _drain(pending, keep=0, timing=timing)
     bar.close()
     return {"rank": rank, "images": len(todo), **timing}
+
+
+def _checked(images, n: int, identity: dict) -> np.ndarray:
+    """A generator's output is uint8 (n, H, W, 3) with H, W >= 1, or the run stops in one line
+    (nothing of the batch is written)."""
+    arr = np.asarray(images)
+    if arr.dtype != np.uint8 or arr.ndim != 4 or arr.shape[0] != n or arr.shape[-1] != 3 or 0 in arr.shape:
+        raise SpecError(f"generator {identity['generator'].get('name')!r} returned an array of shape {arr.shape} "
+                        f"({arr.dtype}) for {n} prompts; a generator returns uint8 ({n}, H, W, 3), H and W >= 1")
+    return arr
 
 
 def _drain(pending: list, keep: int, timing: dict) -> list:

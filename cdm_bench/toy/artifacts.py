@@ -25,7 +25,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 import shutil
 import sys
 import tempfile
@@ -88,11 +87,9 @@ def _ensure(kind: str, cfg, train_fn, marker: str, retrain: bool, preset: str) -
         try:
             train_fn(cfg, tmp)
             (tmp / "preset.json").write_text(json.dumps({"preset": preset, "kind": kind}))
-            if final.exists():
-                old = final.with_name(final.name + f".old-{os.getpid()}")
-                final.rename(old)
-                shutil.rmtree(old, ignore_errors=True)
-            tmp.rename(final)
+            from cdm_bench.atomic import replace_dir
+
+            replace_dir(tmp, final)
         finally:
             if tmp.exists():
                 shutil.rmtree(tmp, ignore_errors=True)

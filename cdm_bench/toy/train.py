@@ -314,10 +314,14 @@ class _TeacherRun:
                  "rng": self.rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
                  "losses": self.losses, "curve": self.curve, "elapsed": self.elapsed(),
                  "config_hash": self.cfg.hash()}
+        import io
+
+        from cdm_bench.atomic import atomic_write_bytes
+
         self.resume_dir.mkdir(parents=True, exist_ok=True)
-        tmp = self.resume_dir / f".state.pt.{os.getpid()}"
-        torch.save(state, tmp)
-        os.replace(tmp, self.resume_dir / "state.pt")
+        buf = io.BytesIO()
+        torch.save(state, buf)
+        atomic_write_bytes(self.resume_dir / "state.pt", buf.getvalue())
 
     def _load(self, state: dict) -> None:
         if state.get("config_hash") != self.cfg.hash():
