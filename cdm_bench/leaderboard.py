@@ -11,6 +11,7 @@ wide table with ↑/↓ and metric versions. Run directories are read through
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -18,9 +19,10 @@ import pandas as pd
 
 from cdm_bench.report.stats import paired_delta, prompt_bootstrap_ci, ranks
 from cdm_bench.report.tables import format_ci
-from cdm_bench.rundir import RunDir, find_evaluated, generation_key, image_set_hash, leaderboard_paths
+from cdm_bench.rundir import RunDir, find_evaluated, find_unevaluated, generation_key, image_set_hash, leaderboard_paths
 
 KEY_COLUMNS = ["generator", "recipe", "nfe", "cfg"]
+log = logging.getLogger(__name__)
 RECIPE_ORDER = {"reference": 0, "teacher": 1}
 
 
@@ -250,6 +252,9 @@ def write_leaderboard(run_dirs, out_dir, reference: str | None = None, metrics: 
     wide = wide_table(long)
     paths = leaderboard_paths(out)
     shown = _decorated(wide, long)
+    pending = [str(r.root) for r in find_unevaluated(run_dirs)]
+    if pending:
+        log.warning("not evaluated (no results.json), left out: %s", ", ".join(pending))
     note = ("Means; per-image metrics show a 95% bootstrap CI that resamples prompts (a prompt's samples "
             "together). ↑ higher is better, ↓ lower. leaderboard.csv adds each metric's paired delta to the "
             "reference generator (default: the highest-NFE teacher) with its CI; leaderboard_long.csv the "
@@ -259,7 +264,9 @@ def write_leaderboard(run_dirs, out_dir, reference: str | None = None, metrics: 
     from cdm_bench.report.tables import latex_table
 
     texts = {"csv": wide.to_csv(index=False), "long_csv": long.to_csv(index=False),
-             "md": "# Leaderboard\n\n" + shown.to_markdown(index=False) + f"\n\n{note}\n",
-             "tex": latex_table(wide, long) if not wide.empty else "", "html": render_html(wide, long)}
+             "md": "# Leaderboard\n\n" + shown.to_markdown(index=False) + f"\n\n{note}\n"
+                   + (f"\nNot evaluated (no results.json yet): {', '.join(pending)}\n" if pending else ""),
+             "tex": latex_table(wide, long) if not wide.empty else "",
+             "html": render_html(wide, long, not_evaluated=pending)}
     write_owned(out, {paths[k].name: v for k, v in texts.items()}, "leaderboard")
     return paths

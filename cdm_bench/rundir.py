@@ -459,6 +459,15 @@ def leaderboard_paths(out_dir) -> dict[str, Path]:
     return {kind: Path(out_dir) / name for kind, name in LEADERBOARD_FILES.items()}
 
 
+def find_unevaluated(paths) -> list[RunDir]:
+    """Generation directories under ``paths`` that have no results.json (not evaluated yet)."""
+    found: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            found += [r.parent for r in sorted(p.rglob(IDENTITY)) if not (r.parent / RESULTS).exists()]
+    return [RunDir(r) for r in dict.fromkeys(found)]
+
+
 def find_evaluated(paths) -> list[RunDir]:
     """Each path is an evaluated run directory or a folder holding some (searched recursively)."""
     runs: list[Path] = []

@@ -447,3 +447,12 @@ def test_a_checkpoint_is_swapped_in_whole(tmp_path):
     assert [p.name for p in list_checkpoints(tmp_path)] == ["checkpoint-000002"]
     assert float(load_state(tmp_path / "checkpoint-000002")["x"]) == 1.0
     assert not stale.exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_runs_never_evaluated_are_listed_not_dropped_silently(tmp_path):
+    a, b = _gen(tmp_path / "runs" / "a"), _gen(tmp_path / "runs" / "b", name="e", shade=3)
+    evaluate(a, "mean_value", progress=False)
+    paths = write_leaderboard([tmp_path / "runs"], tmp_path / "lb")
+    assert f"Not evaluated (no results.json yet): {b}" in paths["md"].read_text()
+    assert str(b) in paths["html"].read_text() and 'id="not-evaluated"' in paths["html"].read_text()
+    assert "not evaluated" not in write_leaderboard([a], tmp_path / "lb2")["md"].read_text().lower()

@@ -149,7 +149,7 @@ def table_rows(wide: pd.DataFrame, long: pd.DataFrame, metrics: dict[str, bool])
     return rows
 
 
-def render_html(wide: pd.DataFrame, long: pd.DataFrame, n_prompts: int = 6) -> str:
+def render_html(wide: pd.DataFrame, long: pd.DataFrame, n_prompts: int = 6, not_evaluated=()) -> str:
     from jinja2 import Template
 
     metrics = metric_columns(wide, long)
@@ -157,5 +157,5 @@ def render_html(wide: pd.DataFrame, long: pd.DataFrame, n_prompts: int = 6) -> s
     return Template((Path(__file__).parent / "report.html.j2").read_text()).render(
         metrics=metrics, rows=table_rows(wide, long, metrics), grid=image_grid(wide, long, n_prompts),
         bars=bar_charts(wide, metrics), nfe=nfe_charts(wide, metrics), provenance=provenance(long),
-        escape=html.escape)
+        not_evaluated=[str(r) for r in not_evaluated], escape=html.escape)
 
