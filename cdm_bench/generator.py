@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
+import logging
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any
@@ -30,9 +31,10 @@ from cdm_bench.safenames import safe_name
 from cdm_bench.specfile import load_mapping
 from cdm_bench.validate import check_kwargs
 
-__all__ = ["Generator", "SpecError", "build_generator", "load_spec", "spec_hash", "to_uint8"]
+__all__ = ["Generator", "NFECounter", "SpecError", "build_generator", "load_spec", "spec_hash", "to_uint8"]
 
 META_KEYS = ("generator", "name", "recipe")
+log = logging.getLogger(__name__)
 
 
 class Generator(ABC):
@@ -70,6 +72,62 @@ class Generator(ABC):
         """Facts learned while generating (effective schedule, model revision, ...), recorded
         in ``generation.json`` under ``provenance``. Plain JSON values; default none."""
         return {}
+
+
+class NFECounter:
+    """Counts a generator's network evaluations per image, measured: a forward pre-hook on its
+    denoiser (a pipeline's ``transformer`` / ``unet``, the toy flow model) adds the batch rows of
+    every call (a CFG step batched as
+    uncond + cond counts 2, two separate calls count 2 as well), divided by the images made."""
+
+    def __init__(self, owner: str):
+        self.owner, self.evals, self.made, self._rows, self._warned = owner, 0.0, 0, 0, False
+
+    def attach(self, net) -> None:
+        """Count the calls of ``net`` (a torch module: the pipeline's transformer / UNet)."""
+        if net is not None:
+            net.register_forward_pre_hook(self._count, with_kwargs=True)
+
+    def _count(self, module, args, kwargs):
+        x = args[0] if args else kwargs.get("hidden_states", kwargs.get("sample"))
+        if self._active and hasattr(x, "shape"):
+            self._rows += int(x.shape[0])
+
+    _active = False
+
+    def images(self, n: int, padded: int | None = None):
+        """Count the calls made inside this block for ``n`` images, which the generator ran as
+        ``padded`` rows (a short batch filled up to a fixed size: the padding is not an image)."""
+        import contextlib
+
+        @contextlib.contextmanager
+        def counting():
+            self._active, self._rows = True, 0
+            try:
+                yield
+            finally:
+                self._active = False
+                self.evals += self._rows / (padded or n) * n
+                self.made += n
+        return counting()
+
+    def provenance(self, steps: int, guidance: float) -> dict:
+        """``nfe_measured`` (per image) once images were made; warns once when CFG was asked for
+        (guidance > 1) but the pipeline ran one evaluation per step (it ignored it)."""
+        if not self.made or not self.evals:
+            return {}
+        nfe = self.evals / self.made
+        nfe = int(nfe) if float(nfe).is_integer() else round(nfe, 3)
+        out = {"nfe_measured": nfe}
+        if guidance > 1.0 and nfe <= steps:
+            out["guidance_ignored"] = True
+            if not self._warned:
+                self._warned = True
+                log.warning("%s: guidance %g asks for CFG, but the pipeline ran %s network evaluation(s) per image for "
+                            "%d steps: it does no CFG with guidance_scale (FluxPipeline: distilled guidance; true CFG "
+                            "needs call_kwargs {true_cfg_scale: %g, negative_prompt: \"\"}). The leaderboard shows the "
+                            "measured nfe.", self.owner, guidance, nfe, steps, guidance)
+        return out
 
 
 def hash_dict(d: dict) -> str:

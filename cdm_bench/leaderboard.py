@@ -65,8 +65,11 @@ def _run_rows(run: RunDir) -> list[dict]:
     now = run.read_identity() if run.has_identity() else {}
     same_run = not now or generation_key(now) == generation_key(gen)
     if now and same_run:  # the same run: its current display name (a rename keeps the scores)
-        gen = {**gen, "generator": now.get("generator", gen.get("generator", {}))}
+        gen = {**gen, "generator": now.get("generator", gen.get("generator", {})),
+               "provenance": now.get("provenance", gen.get("provenance", {}))}
     spec, ps = gen.get("generator", {}), gen.get("prompt_set", {})
+    prov = gen.get("provenance") or {}  # measured network evaluations win over the spec's count
+    nfe, cfg = prov.get("nfe_measured", spec.get("nfe_total")), None if prov.get("guidance_ignored") else spec.get("cfg")
     current = image_set_hash(run.read_manifest()) if run.is_complete() else None
     scores = run.read_scores()
     rows = []
@@ -77,7 +80,7 @@ def _run_rows(run: RunDir) -> list[dict]:
         if not stale and m.get("per_image") and scores is not None and name in scores:
             lo, hi = prompt_bootstrap_ci(scores, name)
         base = {"generator": spec.get("name", run.root.name), "recipe": spec.get("recipe", "unknown"),
-                "nfe": spec.get("nfe_total"), "cfg": spec.get("cfg"),
+                "nfe": nfe, "cfg": cfg,
                 "prompts": f"{ps.get('name')}@{ps.get('version')}", "metric": name,
                 "version": m.get("version"), "higher_is_better": m.get("higher_is_better"),
                 "identity": m.get("identity"), "_run": str(run.root.resolve()), "_seed": gen.get("seed"),

@@ -42,7 +42,7 @@ from pathlib import Path
 import numpy as np
 
 from cdm_bench.errors import MissingWeightsError, SpecError
-from cdm_bench.generator import Generator
+from cdm_bench.generator import Generator, NFECounter
 from cdm_bench.generators import hf_weights as hf
 
 OFFLOAD = ("none", "model", "sequential")
@@ -86,6 +86,7 @@ class DiffusersGenerator(Generator):
         self._pipe = None
         self._source: hf.Source | None = None
         self._sigmas_used: list[float] | None = None
+        self._nfe = NFECounter(type(self).__name__)
 
     def _validate(self) -> None:
         if self.steps < 1:
@@ -151,33 +152,46 @@ class DiffusersGenerator(Generator):
                                      self.pretrained_kwargs.get("cache_dir"))
         return self._source
 
-    def weights_hash(self) -> str | None:
-        """sha256 of the transformer actually used (the ``transformer`` folder, else the
-        pipeline's ``transformer/``); None when it cannot be found locally."""
-        if self.transformer is not None:
-            return hf.safetensors_sha256(hf.transformer_dir(Path(self.transformer)))
+    def component_hashes(self) -> dict[str, str]:
+        """sha256 of every pipeline component that holds weights (the ``transformer`` folder in
+        place of the pipeline's own); {} when the pipeline is not found locally."""
         if self._source is None or self._source.kind == "hub":  # (downloaded while loading?)
             self._source = None
             try:
                 self.source()
             except MissingWeightsError:
-                return None
-        return hf.safetensors_sha256(self._source.path / "transformer") if self._source.path else None
+                return {}
+        out = hf.component_sha256(self._source.path) if self._source.path else {}
+        if self.transformer is not None:
+            out["transformer"] = hf.safetensors_sha256(hf.transformer_dir(Path(self.transformer)))
+        return out
+
+    def weights_hash(self) -> str | None:
+        """sha256 of the denoiser actually used (the ``transformer`` folder, else the pipeline's
+        ``transformer/`` or ``unet/``); None when it cannot be found locally. Every component's
+        hash is in the provenance (``component_sha256``)."""
+        if self.transformer is not None:
+            return hf.safetensors_sha256(hf.transformer_dir(Path(self.transformer)))
+        comps = self.component_hashes()
+        return comps.get("transformer") or comps.get("unet")
 
     def provenance(self) -> dict:
         src = self._source
         out = {"pipeline_class": type(self._pipe).__name__ if self._pipe is not None else self.pipeline_class,
                "model": self.model, "model_source": src.kind if src else None,
                "model_commit": src.commit if src else None, "transformer": self.transformer,
-               "device": self.device, "dtype": self.dtype, "offload": self.offload}
+               "device": self.device, "dtype": self.dtype, "offload": self.offload,
+               "steps": self.steps, "guidance": self.guidance, "component_sha256": self.component_hashes()}
         if self._sigmas_used is not None:
             out["effective_sigmas"] = self._sigmas_used
+        out.update(self._nfe.provenance(self.steps, self.guidance))
         return out if self._pipe is not None else {}
 
     @property
     def pipe(self):
         if self._pipe is None:
             self._pipe = self._load()
+            self._nfe.attach(getattr(self._pipe, "transformer", None) or getattr(self._pipe, "unet", None))
         return self._pipe
 
     def _load(self):
@@ -194,7 +208,8 @@ class DiffusersGenerator(Generator):
         for start in range(0, len(prompts), n):
             chunk_p, chunk_s = list(prompts[start:start + n]), [int(s) for s in seeds[start:start + n]]
             k = len(chunk_p)
-            images = self._call(chunk_p + chunk_p[-1:] * (n - k), chunk_s + chunk_s[-1:] * (n - k))
+            with self._nfe.images(k, padded=n):
+                images = self._call(chunk_p + chunk_p[-1:] * (n - k), chunk_s + chunk_s[-1:] * (n - k))
             out.append(images[:k])
         return np.concatenate(out)
 
@@ -215,3 +230,4 @@ class DiffusersGenerator(Generator):
         if sigmas is not None:
             self._sigmas_used = [round(float(s), 6) for s in sigmas]
         return (np.clip(np.asarray(images), 0, 1) * 255).round().astype(np.uint8)
+

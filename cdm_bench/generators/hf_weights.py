@@ -99,6 +99,32 @@ def safetensors_sha256(folder: Path | None) -> str | None:
     return hashlib.sha256("".join(f"{n} {h}\n" for n, h in hashes).encode()).hexdigest()
 
 
+WEIGHT_GLOBS = ("*.safetensors", "*.bin")
+
+
+def component_sha256(folder: Path | None) -> dict[str, str]:
+    """{component: sha256 of its weights} for every component folder of a pipeline folder that
+    holds weights (transformer, unet, vae, text encoders, ...); see :func:`safetensors_sha256`."""
+    if folder is None or not Path(folder).is_dir():
+        return {}
+    out = {}
+    for sub in sorted(p for p in Path(folder).iterdir() if p.is_dir() and not p.name.startswith(".")):
+        sha = safetensors_sha256(sub) or _files_sha256(sub, "*.bin")
+        if sha:
+            out[sub.name] = sha
+    return out
+
+
+def _files_sha256(folder: Path, pattern: str) -> str | None:
+    files = sorted(Path(folder).glob(pattern))
+    if not files:
+        return None
+    hashes = [(f.name, file_sha256(f)) for f in files]
+    if len(hashes) == 1:
+        return hashes[0][1]
+    return hashlib.sha256("".join(f"{n} {h}\n" for n, h in hashes).encode()).hexdigest()
+
+
 def rank_device(device: str | None) -> str:
     """This process's device: ``cuda:LOCAL_RANK`` under torchrun / accelerate (plain ``cuda``
     too), else ``cpu``; an explicit ``cuda:N`` / ``cpu`` is kept."""

@@ -25,7 +25,7 @@ from typing import Sequence
 import numpy as np
 
 from cdm_bench.errors import RunNotFoundError, SpecError
-from cdm_bench.generator import Generator
+from cdm_bench.generator import Generator, NFECounter
 from cdm_bench.hashing import file_sha256 as _sha256_file
 
 SAMPLER_ID = "euler-v1-chunk8-threads1"  # what makes pixels reproducible; see toy.sampling
@@ -75,6 +75,7 @@ class ToyGenerator(Generator):
         self.batch_size = int(batch_size)
         self.recipe = "teacher" if model == "teacher" else "student"
         self._model = None
+        self._nfe = NFECounter(f"toy {self.recipe}")
 
     # -- identity ----------------------------------------------------------------------------
     def _folder(self) -> Path:
@@ -119,16 +120,24 @@ class ToyGenerator(Generator):
 
             m = ToyFlowModel.from_pretrained(str(self._folder()), torch_dtype=getattr(torch, self.dtype))
             self._model = m.to(device=self.device).eval()
+            self._nfe.attach(self._model)
         return self._model
+
+    def provenance(self) -> dict:
+        return self._nfe.provenance(self.steps, self.guidance)
 
     def generate(self, prompts: list[str], seeds: list[int]) -> np.ndarray:
         from cdm_bench.toy.sampling import sample_images
 
         if len(prompts) != len(seeds):
             raise ValueError(f"{len(prompts)} prompts but {len(seeds)} seeds")
-        out = [sample_images(self.model, prompts[i:i + self.batch_size], seeds[i:i + self.batch_size],
-                             self.steps, self.guidance, self.sigmas, self.shift)
-               for i in range(0, len(prompts), self.batch_size)]
+        from cdm_bench.toy.sampling import DEFAULT_CHUNK
+
+        out = []
+        for i in range(0, len(prompts), self.batch_size):
+            p, s = prompts[i:i + self.batch_size], seeds[i:i + self.batch_size]
+            with self._nfe.images(len(p), padded=-(-len(p) // DEFAULT_CHUNK) * DEFAULT_CHUNK):  # fixed-size chunks
+                out.append(sample_images(self.model, p, s, self.steps, self.guidance, self.sigmas, self.shift))
         if not out:
             return np.zeros((0, self.resolution, self.resolution, 3), np.uint8)
         return np.concatenate(out)
