@@ -42,6 +42,10 @@ class Generator(ABC):
 
     #: default recipe label for leaderboards
     recipe: str = "unknown"
+    #: spec keys that hold local paths: in a YAML spec a relative one is resolved against the
+    #: YAML's own folder when it exists there (an exported student's generator.yaml works from
+    #: any working directory); otherwise it is kept (e.g. a hub id)
+    path_keys: tuple = ()
 
     @abstractmethod
     def spec(self) -> dict:
@@ -136,6 +140,12 @@ def hash_dict(d: dict) -> str:
 
 def load_spec(name_or_path: str | dict) -> dict:
     """A registry name, a YAML path, or a dict -> a spec dict with at least ``generator``."""
+    return _load_spec(name_or_path)[0]
+
+
+def _load_spec(name_or_path: str | dict) -> tuple[dict, Path | None]:
+    """(spec, the folder of its YAML file or None)."""
+    folder = None
     if isinstance(name_or_path, dict):
         spec = dict(name_or_path)
     elif str(name_or_path).endswith((".yaml", ".yml")) or Path(str(name_or_path)).is_file():
@@ -143,6 +153,7 @@ def load_spec(name_or_path: str | dict) -> dict:
         if not path.is_file():
             raise SpecError(f"generator spec file not found: {path}")
         spec = load_mapping(path, "generator spec")
+        folder = path.resolve().parent
     else:
         spec = {"generator": str(name_or_path)}
     if not isinstance(spec.get("generator"), str):
@@ -150,7 +161,20 @@ def load_spec(name_or_path: str | dict) -> dict:
     for key in ("name", "recipe"):
         if key in spec and not isinstance(spec[key], str):
             raise SpecError(f"generator spec: {key} must be a string, got {spec[key]!r}")
-    return spec
+    return spec, folder
+
+
+def resolve_paths(cls: type, spec: dict, folder: Path | None) -> dict:
+    """``cls.path_keys`` given relative to ``folder`` (the spec's YAML) made absolute."""
+    if folder is None:
+        return spec
+    out = dict(spec)
+    for key in getattr(cls, "path_keys", ()):
+        value = out.get(key)
+        if isinstance(value, str) and value and not Path(value).expanduser().is_absolute() \
+                and (folder / value).exists():
+            out[key] = str((folder / value).resolve())
+    return out
 
 
 def validate_spec(cls: type, spec: dict) -> dict:
@@ -174,8 +198,9 @@ def validate_spec(cls: type, spec: dict) -> dict:
 
 def build_generator(name_or_spec: str | dict) -> tuple[Generator, dict]:
     """Build a generator from a name / YAML path / dict. Returns (generator, full spec)."""
-    spec = load_spec(name_or_spec)
+    spec, folder = _load_spec(name_or_spec)
     cls = GENERATORS.get(spec["generator"])
+    spec = resolve_paths(cls, spec, folder)
     kwargs = validate_spec(cls, spec)
     try:
         gen = cls(**kwargs)

@@ -44,6 +44,9 @@ class ModelAdapter(ABC):
     name: str = "abstract"
     #: the sampling scheduler's shift (1.0 = none); schedules "before shift" go through it
     shift: float = 1.0
+    #: how an exported student is sampled (written into its generator.yaml): the paper's 4 steps
+    #: without CFG, at its [1.0, 0.75, 0.5, 0.25] before the scheduler's shift
+    student_sampling: dict = {"nfe": 4, "guidance": 1.0, "sigmas": [1.0, 0.75, 0.5, 0.25]}
 
     #: dtype of the frozen teacher's weights (the student, fake teacher and EMA are float32)
     teacher_dtype: torch.dtype = torch.float32

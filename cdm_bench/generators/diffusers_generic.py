@@ -53,6 +53,7 @@ RESERVED = {"torch_dtype": "dtype", "dtype": "dtype", "transformer": "transforme
 
 class DiffusersGenerator(Generator):
     recipe = "teacher"
+    path_keys = ("model", "transformer")
     #: a diffusers pipeline class name; None: whatever the folder's model_index.json names
     pipeline_class: str | None = None
     #: the transformer class a ``transformer:`` folder must hold (None: any diffusers model)

@@ -87,9 +87,14 @@ class ToyAdapter(ModelAdapter):
         return img.permute(0, 2, 3, 1)
 
     def save_pretrained(self, model: nn.Module, out_dir: Path) -> dict:
+        """The student's weights in ``out_dir`` and its generator spec: its sampling settings
+        (:attr:`student_sampling`, the sampler's shift and the teacher's preset) and its folder
+        as ``.`` (relative to the generator.yaml written beside it)."""
+        from cdm_bench.toy.train import PRESETS
+
         model.save_pretrained(str(out_dir))
-        spec = {"generator": "toy", "model": str(out_dir)}
-        return {**spec, "shift": self.shift} if self.shift != 1.0 else spec
+        preset = {"preset": self.teacher} if self.teacher in PRESETS else {}
+        return {"generator": "toy", "model": ".", **preset, **self.student_sampling, "shift": self.shift}
 
 
 def random_toy_model(model_config: dict, seed: int = 0) -> nn.Module:

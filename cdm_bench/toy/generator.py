@@ -42,6 +42,7 @@ class ToyGenerator(Generator):
     """A toy-world flow model sampled with Euler steps (+ optional CFG)."""
 
     recipe = "teacher"
+    path_keys = ("model",)
 
     def __init__(self, model: str = "teacher", preset: str = "demo", nfe: int = 50, guidance: float = 1.0,
                  sigmas: Sequence[float] | None = None, shift: float | None = None, resolution: int = 32,

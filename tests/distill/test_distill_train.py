@@ -87,7 +87,10 @@ def test_nan_loss_stops_with_step_and_term_and_keeps_last_good_checkpoint(tmp_pa
         assert torch.isfinite(tensor).all()
 
 
-def test_export_ema_and_raw_student(tmp_path):
+def test_export_ema_and_raw_student(tmp_path, monkeypatch):
+    import yaml
+
+    from cdm_bench.generate import generate
     from cdm_bench.toy.model import ToyFlowModel
 
     ckpt = train("dmd", tiny_overrides(steps=2, **{"train.tensorboard": True}), tmp_path / "run")
@@ -98,8 +101,17 @@ def test_export_ema_and_raw_student(tmp_path):
         model = ToyFlowModel.from_pretrained(str(out))
         for name, tensor in model.state_dict().items():
             torch.testing.assert_close(tensor, state[key][name])
-        spec = (out / "generator.yaml").read_text()
-        assert "generator: toy" in spec and f"model: {out}" in spec
+        spec = yaml.safe_load((out / "generator.yaml").read_text())
+        assert spec["generator"] == "toy" and spec["model"] == "."  # relative to the yaml's folder
+        assert (spec["nfe"], spec["guidance"], spec["sigmas"], spec["recipe"]) == (4, 1.0, [1.0, 0.75, 0.5, 0.25],
+                                                                                 "dmd")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)  # the export generates at its trained NFE from any working directory
+    run = generate(str(tmp_path / "ema" / "generator.yaml"), "toy-small", "gen", limit=3, progress=False)
+    ident = json.loads((run / "generation.json").read_text())
+    assert ident["provenance"]["nfe_measured"] == 4 and ident["generator"]["nfe_total"] == 4
+    assert ident["generator"]["recipe"] == "dmd" and ident["generator"]["model"] == str((tmp_path / "ema").resolve())
     # the generator registry loads the exported directory by path
     from cdm_bench.generator import build_generator
 

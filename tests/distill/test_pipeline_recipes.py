@@ -90,11 +90,22 @@ def test_torchrun_fsdp2_loads_the_teacher_on_rank0_only(recipe, request, tmp_pat
 
 
 @pytest.mark.parametrize("recipe", ["sd3_medium/cdm", "longcat/cdm"])
-def test_export_reloads_and_generates_at_4_nfe(recipe, request, tmp_path):
+def test_export_reloads_and_generates_at_4_nfe(recipe, request, tmp_path, monkeypatch):
+    import json
+
+    from cdm_bench.generate import generate
+    from cdm_bench.prompts import PromptSet
+
     ckpt = train(recipe, tiny(_model_dir(recipe, request), steps=1), tmp_path / "run")
     out = export(ckpt, tmp_path / "student")
     spec = yaml.safe_load((out / "generator.yaml").read_text())
     assert spec["nfe"] == 4 and spec["sigmas"] == [1.0, 0.75, 0.5, 0.25] and spec["guidance"] == 1.0
+    assert spec["transformer"] == "transformer"  # relative to the yaml's folder
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    run = generate(str(out / "generator.yaml"), PromptSet("p", "1", [{"id": "a", "prompt": "a red cube"}]), "gen",
+                   progress=False)
+    assert json.loads((run / "generation.json").read_text())["provenance"]["nfe_measured"] == 4
     saved = load_state(ckpt)["ema"]
     cls = "SD3Transformer2DModel" if recipe.startswith("sd3") else "LongCatImageTransformer2DModel"
     import diffusers
@@ -116,7 +127,7 @@ def test_export_with_copy_base_is_a_whole_pipeline(tiny_sd3_dir, tmp_path):
     pointer = build_generator(str(export(ckpt, tmp_path / "a") / "generator.yaml"))[0]
     whole_dir = export(ckpt, tmp_path / "b", copy_base=True)
     spec = yaml.safe_load((whole_dir / "generator.yaml").read_text())
-    assert spec["model"] == str(whole_dir) and "transformer" not in spec
+    assert spec["model"] == "." and "transformer" not in spec
     StableDiffusion3Pipeline.from_pretrained(str(whole_dir), local_files_only=True)  # loads alone
     whole = build_generator(str(whole_dir / "generator.yaml"))[0]
     assert np.array_equal(pointer.generate(["a red cube"], [5]), whole.generate(["a red cube"], [5]))

@@ -57,7 +57,9 @@ def _load(folders, name):
     pipe.set_progress_bar_config(disable=True)
     for key, module in pipe.components.items():
         if key.startswith("tokenizer"):
-            assert len(module) > 100, f"{name}/{key} has {len(module)} entries"  # not a silent 2-entry one
+            # not a silent 2-entry tokenizer (transformers 5): the prompt maps to known pieces only
+            ids = module(PROMPT).input_ids
+            assert len(module) > 50 and module.unk_token_id not in ids[1:-1], (name, key, len(module), ids)
         elif isinstance(module, torch.nn.Module):
             assert not module.training, f"{name}/{key} loaded in train mode"
     return pipe

@@ -219,14 +219,14 @@ class PipelineAdapter(ModelAdapter):
         """The student transformer in ``out_dir/transformer``; with ``copy_base`` the whole pipeline
         (the base's other components) too, so ``out_dir`` loads with ``from_pretrained``."""
         out_dir = Path(out_dir)
-        spec = {"generator": self.generator, "nfe": 4, "guidance": 1.0, "sigmas": [1.0, 0.75, 0.5, 0.25],
-                "resolution": self.resolution}
-        if copy_base:
+        spec = {"generator": self.generator, **self.student_sampling, "resolution": self.resolution}
+        if copy_base:  # paths relative to the generator.yaml beside them
             pipe = self.pipe
             pipe.register_modules(transformer=model)
             pipe.save_pretrained(str(out_dir))
             pipe.register_modules(transformer=None)
-            return {**spec, "model": str(out_dir)}
+            return {**spec, "model": "."}
         model.save_pretrained(str(out_dir / "transformer"))
         extra = {"pretrained_kwargs": self.pretrained_kwargs} if self.pretrained_kwargs else {}
-        return {**spec, "model": self.pretrained, "transformer": str(out_dir / "transformer"), **extra}
+        base = self.pretrained if not Path(self.pretrained).expanduser().exists() else str(Path(self.pretrained).resolve())
+        return {**spec, "model": base, "transformer": "transformer", **extra}
