@@ -20,6 +20,7 @@ $(VENV)/.installed: pyproject.toml Makefile
 	$(BIN)/pip install -q "$(TORCH_PIN)"
 	$(BIN)/pip install -q -e ".[train,dev,eval,ocr,fid,diversity]" "$(TORCH_PIN)" "$(TORCHVISION_PIN)"
 	$(BIN)/pip install -q --no-deps $(NODEPS_SCORERS)
+	$(BIN)/python -m cdm_bench.compat_install  # the torchvision hook in every process (accelerate launch too)
 	touch $@
 
 # the evaluate phase's own environment (no diffusers, no training code)
@@ -30,6 +31,7 @@ $(EVAL_VENV)/.installed: pyproject.toml Makefile
 	$(EVAL_VENV)/bin/pip install -q "$(TORCH_PIN)"
 	$(EVAL_VENV)/bin/pip install -q -e ".[eval,ocr,fid,diversity]" "$(TORCH_PIN)" "$(TORCHVISION_PIN)"
 	$(EVAL_VENV)/bin/pip install -q --no-deps $(NODEPS_SCORERS)
+	$(EVAL_VENV)/bin/python -m cdm_bench.compat_install
 	touch $@
 
 demo: venv

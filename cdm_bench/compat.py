@@ -13,6 +13,10 @@ models and ``v2`` then work, only the C++ ops themselves do not (no scorer here 
 that, the first time anything imports torchvision, tries to load ``_C.so`` exactly as torchvision
 would; only when that load fails are the schemas defined. With a matching torch/torchvision pair
 (a CUDA torch, or a CPU torchvision) nothing is changed.
+
+Processes that import torchvision before any cdm_bench code (``accelerate launch``'s own CLI
+imports timm) get the hook from a one-line ``.pth`` file in site-packages that imports cdm_bench
+at interpreter start (:func:`install_pth`; every ``make`` environment has it).
 """
 
 from __future__ import annotations
@@ -71,3 +75,22 @@ class _TorchvisionHook(importlib.abc.MetaPathFinder):
 def install() -> None:
     if "torchvision" not in sys.modules and not any(isinstance(f, _TorchvisionHook) for f in sys.meta_path):
         sys.meta_path.insert(0, _TorchvisionHook())
+
+
+PTH_NAME = "cdm_bench_compat.pth"
+#: one line, run by the interpreter at start-up (site.py): the hook is in place in every process of
+#: the environment, also those cdm-bench does not start itself (``accelerate launch`` imports timm
+#: and torchvision before any cdm_bench code runs)
+PTH_LINE = 'import sys; exec("try:\\n import cdm_bench\\nexcept Exception:\\n pass")\n'
+
+
+def install_pth(site_dir: str | None = None) -> str:
+    """Write :data:`PTH_NAME` into this interpreter's site-packages (``make`` does it for every
+    environment it builds; ``python -m cdm_bench.compat_install`` for one built by hand)."""
+    import sysconfig
+
+    target = os.path.join(site_dir or sysconfig.get_paths()["purelib"], PTH_NAME)
+    with open(target, "w") as f:
+        f.write(PTH_LINE)
+    return target
+

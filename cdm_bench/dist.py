@@ -37,9 +37,22 @@ def die_with_launcher() -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
+def check_launcher() -> None:
+    """Refuse the one silent failure of a launcher: ``accelerate launch --num_processes N``
+    without ``--multi_gpu`` (the default without a GPU config) starts ONE process through its
+    simple launcher, which sets MASTER_ADDR for N > 1 but no WORLD_SIZE."""
+    if "ACCELERATE_USE_CPU" in os.environ and "MASTER_ADDR" in os.environ and "WORLD_SIZE" not in os.environ:
+        from cdm_bench.errors import SpecError
+
+        raise SpecError("accelerate launch started one process although more were asked for (its simple launcher: "
+                        "no --multi_gpu); use `accelerate launch --multi_gpu --num_processes N ...` (CPU too) or "
+                        "`torchrun --nproc_per_node N ...`")
+
+
 @contextmanager
 def process_group():
     """Initialise a process group when launched with several processes; tear it down after."""
+    check_launcher()
     _, size = world()
     created = False
     die_with_launcher()

@@ -23,6 +23,9 @@ FULL = StateDictOptions(full_state_dict=True, cpu_offload=True)
 
 def init_distributed() -> tuple[int, int]:
     """Join the process group that ``torchrun`` describes in the environment; (rank, world)."""
+    from cdm_bench.dist import check_launcher
+
+    check_launcher()
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1 and not dist.is_initialized():
         backend = "nccl" if torch.cuda.is_available() else "gloo"
