@@ -37,6 +37,8 @@ PIP=("$VENV/bin/python" -m pip install -q --disable-pip-version-check)
     rich==15.0.0 psutil==7.2.2
 "${PIP[@]}" --no-deps hpsv3==1.0.0 trl==0.11.4 peft==0.13.2
 
+"$VENV/bin/python" -m cdm_bench.compat_install  # the torchvision hook in every process of the env
+
 # fail here, not at scoring time: the package, its model class and its inferencer import
 "$VENV/bin/python" - <<'EOF'
 import cdm_bench  # first: its import hook lets the CUDA torchvision wheel import beside the CPU torch
