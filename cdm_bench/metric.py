@@ -17,7 +17,7 @@ Class attributes declare what the metric is::
     higher_is_better = True
     input_format = "uint8_nhwc" # see convert_images
     per_image = True
-    requires = ("open_clip",)   # importable modules it needs
+    requires = ("open_clip",)   # modules it imports ("module" or "module:name"), imported by check()
     extra = "eval"              # the pip extra that provides them (cdm-bench[eval])
     env_hint = "make eval-env"  # how to build the environment that has them
 
@@ -33,7 +33,6 @@ image's manifest record: prompt id, k, seed, and every extra field of the prompt
 from __future__ import annotations
 
 import gc
-import importlib.util
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -48,6 +47,31 @@ DTYPES = ("float32", "bfloat16", "float16")
 
 __all__ = ["Metric", "PerImageMetric", "Weights", "MissingDependencyError", "convert_images", "weights_fingerprint",
            "INPUT_FORMATS"]
+
+
+def missing_packages(requires) -> list[str]:
+    """The entries of ``requires`` that cannot be imported here, each with its reason. An entry
+    is a module (``"open_clip"``) or a module and the name set-up takes from it
+    (``"modelscope.pipelines:pipeline"``); it is imported as set-up imports it, so a package that is
+    installed but broken (a missing dependency of its own, a clashing pin) counts as missing."""
+    import importlib
+    import importlib.util
+
+    out = []
+    for entry in requires:
+        module, _, attr = str(entry).partition(":")
+        top = module.split(".")[0]
+        if importlib.util.find_spec(top) is None:
+            out.append(top)
+            continue
+        try:
+            obj = importlib.import_module(module)
+            if attr:
+                getattr(obj, attr)
+        except Exception as exc:  # noqa: BLE001 - any import-time failure means "cannot run here"
+            out.append(f"{entry} (installed, but importing it fails: {type(exc).__name__}: "
+                       f"{str(exc).splitlines()[0][:100] if str(exc) else ''})")
+    return out
 
 
 def torch_dtype(dtype: str):
@@ -163,7 +187,7 @@ class Metric(ABC):
 
     def check(self) -> None:
         """Raise MissingDependencyError naming the extra/env and the weights when any is missing."""
-        missing_pkgs = [m for m in self.requires if importlib.util.find_spec(m) is None]
+        missing_pkgs = missing_packages(self.requires)
         missing_w = [w for w in self.weights() if w.locate() is None]
         if not (missing_pkgs or missing_w):
             return

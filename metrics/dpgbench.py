@@ -35,7 +35,6 @@ VQA backends are pluggable (:class:`VQABackend`, registry ``VQA_BACKENDS``, entr
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import os
 from abc import ABC, abstractmethod
@@ -89,7 +88,9 @@ class VQABackend(ABC):
 
     def check(self) -> list[str]:
         """What is missing, one phrase each (empty: ready). Never downloads."""
-        missing = [m for m in self.requires if importlib.util.find_spec(m) is None]
+        from cdm_bench.metric import missing_packages
+
+        missing = missing_packages(self.requires)
         if not missing:
             return []
         how = f"pip install 'cdm-bench[{self.extra}]'" if self.extra else "pip install " + " ".join(missing)
@@ -132,8 +133,10 @@ class MPLUGBackend(VQABackend):
     the local modelscope cache, never downloaded) or a local model folder."""
 
     name = "mplug"
-    # modelscope itself, and what its mPLUG model and preprocessor import at module level
-    requires = ("modelscope", "torch", "transformers", "timm", "torchvision", "decord")
+    # what setup() imports (modelscope's pipeline entry point), and what its mPLUG model and
+    # preprocessor import at module level
+    requires = ("modelscope.pipelines:pipeline", "modelscope.utils.constant:Tasks", "torch", "transformers", "timm",
+                "torchvision", "decord")
     extra = "dpg"
 
     def __init__(self, device: str = "cpu", dtype: str = "float32", model: str = MPLUG_ID):

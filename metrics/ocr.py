@@ -57,7 +57,7 @@ from typing import Any
 import numpy as np
 
 from cdm_bench.errors import MissingDependencyError, SpecError
-from cdm_bench.metric import PerImageMetric, Weights, weights_fingerprint
+from cdm_bench.metric import PerImageMetric, Weights, missing_packages, weights_fingerprint
 
 #: opening quote -> its closing quote
 QUOTES = {'"': '"', "\u201c": "\u201d"}
@@ -167,7 +167,7 @@ class OCRScore(PerImageMetric):
     def check(self) -> None:
         if self.backend == "rapidocr":
             return super().check()
-        missing_pkgs = [m for m in self.requires if importlib.util.find_spec(m) is None]
+        missing_pkgs = missing_packages(self.requires)
         missing = [m for m in PADDLE_MODELS.values() if not (self._paddle_dir() / m / PADDLE_WEIGHTS).is_file()]
         parts = []
         if missing_pkgs:
