@@ -456,3 +456,52 @@ def test_runs_never_evaluated_are_listed_not_dropped_silently(tmp_path):
     assert f"Not evaluated (no results.json yet): {b}" in paths["md"].read_text()
     assert str(b) in paths["html"].read_text() and 'id="not-evaluated"' in paths["html"].read_text()
     assert "not evaluated" not in write_leaderboard([a], tmp_path / "lb2")["md"].read_text().lower()
+
+
+# -- the one door for names, and the one hasher ----------------------------------------------------------------
+def test_every_name_safe_name_accepts_is_one_plain_child_of_its_folder(tmp_path):
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from cdm_bench.safenames import safe_name
+
+    @settings(max_examples=300, deadline=None, database=None)
+    @given(st.one_of(st.text(max_size=40), st.text(alphabet="./\\:@+-_ aZ09\n\x00", max_size=12)))
+    def prop(name):
+        try:
+            safe_name(name, "x")
+        except SpecError as exc:
+            assert "\n" not in str(exc)
+            return
+        child = (tmp_path / name).resolve()
+        assert child.parent == tmp_path.resolve() and child.name == name and not name.startswith((".", "-"))
+        assert len(name) <= 160 and name.isascii() and name.isprintable() and " " not in name
+
+    prop()
+
+
+def test_file_hashes_are_whole_content_and_cached_per_size_and_mtime(tmp_path, monkeypatch):
+    from cdm_bench import hashing
+
+    big = tmp_path / "w.bin"
+    big.write_bytes(b"a" * (70 << 20))  # over the old partial-fingerprint threshold
+    first = hashing.file_sha256(big)
+    with open(big, "r+b") as f:  # one byte in the middle, same size
+        f.seek(35 << 20)
+        f.write(b"b")
+    second = hashing.file_sha256(big)
+    assert first != second
+    calls = []
+    monkeypatch.setattr(hashing, "_stream_sha256", lambda p: calls.append(p) or "x")
+    assert hashing.file_sha256(big) == second and not calls  # cached: not read again
+    monkeypatch.undo()
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    (folder / ".cache").mkdir()
+    (folder / ".cache" / "meta").write_text("changes every download")
+    h1 = hashing.tree_sha256(folder)
+    (folder / ".cache" / "meta").write_text("other")
+    assert hashing.tree_sha256(folder) == h1  # hidden files are not content
+    (folder / "config.json").write_text('{"a": 1}')
+    assert hashing.tree_sha256(folder) != h1
