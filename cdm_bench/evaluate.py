@@ -220,6 +220,19 @@ class _Context:
     def chunk_key(self, plan: MetricPlan) -> str:
         return f"{plan.key[:12]}-{self.set_hash[:8]}-c{self.chunk_size}"
 
+    def fitting_batch(self, plan: MetricPlan) -> int:
+        """The plan's batch size, lowered (in whole groups) when its decoded images would not fit
+        in memory; the first image's size is read from its PNG header (nothing is decoded)."""
+        from PIL import Image
+
+        from cdm_bench.validate import fitting_batch
+
+        with Image.open(self.src.image_path(self.records[0])) as im:
+            w, h = im.size
+        per = w * h * 3 * (5 if plan.metric.input_format == "float_nchw" else 1)  # uint8 + a float copy
+        group = max(int(getattr(plan.metric, "group_size", 1) or 1), 1)
+        return max(group, fitting_batch(plan.batch_size, per, f"evaluate {plan.instance}") // group * group)
+
     def chunk_records(self, i: int) -> list[dict]:
         return self.records[i * self.chunk_size:(i + 1) * self.chunk_size]
 
@@ -272,7 +285,8 @@ class _Context:
     def _score_chunks(self, plan: MetricPlan, mine: list[int], chunk_path: list[Path]) -> None:
         """Score my chunks batch by batch; each finished chunk is written at once. (Decoding
         the next batch on a thread was measured: no gain on 2 cores, the decode is GIL-bound.)"""
-        metric, bs = plan.metric, plan.batch_size
+        metric = plan.metric
+        bs = self.fitting_batch(plan)
         jobs = [(i, s) for i in mine for s in range(0, len(self.chunk_records(i)), bs)]
 
         def load(job):

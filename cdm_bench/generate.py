@@ -29,9 +29,10 @@ from cdm_bench.prompts import PromptSet, load_prompt_set
 from cdm_bench.provenance import environment, sample_seed
 from cdm_bench.rundir import RunDir, append_record, generation_key, repair_jsonl
 from cdm_bench.safenames import check_out_dir
-from cdm_bench.validate import MAX_BATCH, MAX_IMAGES, MAX_SAMPLES_PER_PROMPT, MAX_SEED, int_in_range
+from cdm_bench.validate import MAX_BATCH, MAX_IMAGES, MAX_SAMPLES_PER_PROMPT, MAX_SEED, fitting_batch, int_in_range
 
 __all__ = ["generate", "read_records", "RunConflictError"]
+PROBE_BATCH = 4
 
 
 def generate(generator, prompts, out_dir, samples_per_prompt: int = 1, batch_size: int = 8,
@@ -183,12 +184,16 @@ def _run_jobs(gen, identity, todo, out, rank, size, batch_size, seed, progress) 
         bar.update(len(batch))
 
     pending: list = []
+    start, bs = 0, min(batch_size, PROBE_BATCH)  # the first batch measures the image size
     with open(part, "a") as log, ThreadPoolExecutor(1, thread_name_prefix="png-writer") as writer:
-        for start in range(0, len(todo), batch_size):
-            batch = todo[start:start + batch_size]
+        while start < len(todo):
+            batch = todo[start:start + bs]
             seeds = [sample_seed(seed, p["id"], k) for p, k in batch]
             t0 = time.perf_counter()
             images = _checked(gen.generate([p["prompt"] for p, _ in batch], seeds), len(batch), identity)
+            if start == 0:  # then the rest in batches that fit in memory
+                bs = fitting_batch(batch_size, images[0].nbytes, "generate")
+            start += len(batch)
             dt = time.perf_counter() - t0
             timing["model_s"] += dt
             pending = _drain(pending, keep=1, timing=timing)  # at most 2 batches in memory

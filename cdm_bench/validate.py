@@ -24,6 +24,22 @@ MAX_IMAGES = 10_000_000
 MAX_BATCH = 65_536
 MAX_CHUNK = 1_000_000
 MAX_SEED = 2**63 - 1
+#: the most bytes of decoded images one batch may hold (generate's output, evaluate's input);
+#: a batch size that asks for more is lowered to fit (images never depend on the batch size)
+BATCH_BYTES = 1 << 30
+
+
+def fitting_batch(batch_size: int, bytes_per_image: int, what: str) -> int:
+    """``batch_size``, lowered so that a batch of ``bytes_per_image`` images fits
+    :data:`BATCH_BYTES` (at least 1); says so in the log when it lowers it."""
+    fit = max(1, BATCH_BYTES // max(int(bytes_per_image), 1))
+    if fit < batch_size:
+        import logging
+
+        logging.getLogger("cdm_bench").warning("%s: batch size %d lowered to %d (%d images of %.1f MB fit in %d MiB)",
+                                               what, batch_size, fit, fit, bytes_per_image / 1e6, BATCH_BYTES >> 20)
+        return fit
+    return batch_size
 
 
 def int_in_range(value, name: str, lo: int, hi: int) -> int:

@@ -505,3 +505,19 @@ def test_file_hashes_are_whole_content_and_cached_per_size_and_mtime(tmp_path, m
     assert hashing.tree_sha256(folder) == h1  # hidden files are not content
     (folder / "config.json").write_text('{"a": 1}')
     assert hashing.tree_sha256(folder) != h1
+
+
+def test_batches_are_lowered_to_what_fits_in_memory(tmp_path, monkeypatch, caplog):
+    import logging
+
+    from cdm_bench import validate
+
+    monkeypatch.setattr(validate, "BATCH_BYTES", 5 * 8 * 8 * 3)  # five 8x8 images
+    with caplog.at_level(logging.WARNING):
+        run = generate({"generator": "dummy", "name": "d"}, _ps(8), tmp_path / "r", 2, batch_size=65536,
+                       progress=False)
+        res = evaluate(run, "mean_value", batch_size=65536, progress=False)
+    ref = _gen(tmp_path / "ref", samples=2)
+    assert [r["sha256"] for r in read_records(run)][:8] == [r["sha256"] for r in read_records(ref)]
+    assert res["metrics"]["mean_value"]["n"] == 16
+    assert any("batch size 65536 lowered to 5" in r.getMessage() for r in caplog.records)
