@@ -40,7 +40,7 @@ import pandas as pd
 
 from cdm_bench import dist
 from cdm_bench.errors import (EvaluationInputError, MetricFailedError, RunConflictError, RunNotFoundError)
-from cdm_bench.metric import Metric, convert_images
+from cdm_bench.metric import Metric
 from cdm_bench.metric_plans import MetricPlan, _plain, build_metric, build_plans, parse_metrics  # noqa: F401
 from cdm_bench.progress import progress_bar
 from cdm_bench.provenance import environment
@@ -92,14 +92,18 @@ def find_bad_images(src: RunDir, records: list[dict]) -> list[str]:
 # -- the phase ---------------------------------------------------------------------------------------
 def evaluate(images_dir, metrics, out_dir=None, batch_size: int = 32, device: str = "cpu",
              allow_partial: bool = False, force: bool = False, progress: bool = True,
-             chunk_size: int = CHUNK_SIZE, dtype: str = "float32") -> dict:
+             chunk_size: int = CHUNK_SIZE, dtype: str = "float32", num_workers: int | None = None) -> dict:
     """Score ``images_dir`` with ``metrics``; returns the results dict (also written).
 
     The images directory is locked for the whole call (shared: generate cannot change it while
     it is read; exclusive when the results go into it), and each image's bytes are checked
-    against its manifest sha256 when it is scored."""
+    against its manifest sha256 when it is scored. Decoding, that check and each metric's own
+    preprocessing run in ``num_workers`` input processes (:mod:`cdm_bench.eval_loader`; None:
+    one per core but one, 0: in this process); the scores do not depend on it."""
     batch_size = int_in_range(batch_size, "--batch-size", 1, MAX_BATCH)
     chunk_size = int_in_range(chunk_size, "--chunk-size", 1, MAX_CHUNK)
+    if num_workers is not None:
+        num_workers = int_in_range(num_workers, "--num-workers", 0, 64)
     src = RunDir(images_dir)
     if not src.root.is_dir():
         raise RunNotFoundError(f"--images {src.root}: no such directory")
@@ -120,7 +124,7 @@ def evaluate(images_dir, metrics, out_dir=None, batch_size: int = 32, device: st
             _lock(held, rank, dst, "cdm-bench evaluate", False)
         group = math.lcm(*[max(int(getattr(p.metric, "group_size", 1) or 1), 1) for p in plans])
         chunk = -(-int(chunk_size) // group) * group  # whole groups per chunk
-        ctx = _Context(src, dst, ident, records, rank, size, chunk, progress)
+        ctx = _Context(src, dst, ident, records, rank, size, chunk, progress, num_workers)
         results, frame = ctx.load_previous(force)
         todo = [p for p in plans if force or not ctx.reusable(p, results, frame)]
         if rank == 0:
@@ -170,9 +174,10 @@ def check_destination(src: RunDir, dst: RunDir, ident: dict, force: bool = False
 class _Context:
     """State shared by the metrics of one evaluate call."""
 
-    def __init__(self, src, dst, ident, records, rank, size, chunk_size, progress):
+    def __init__(self, src, dst, ident, records, rank, size, chunk_size, progress, num_workers=None):
         self.src, self.dst, self.ident, self.records = src, dst, ident, records
         self.rank, self.size, self.chunk_size, self.progress = rank, size, chunk_size, progress
+        self.num_workers = num_workers
         self.set_hash = image_set_hash(records)
         self.n_chunks = (len(records) + chunk_size - 1) // chunk_size
         self._decoded: dict[int, np.ndarray] = {}
@@ -285,25 +290,26 @@ class _Context:
     def _score_chunks(self, plan: MetricPlan, mine: list[int], chunk_path: list[Path]) -> None:
         """Score my chunks batch by batch; each finished chunk is written at once. (Decoding
         the next batch on a thread was measured: no gain on 2 cores, the decode is GIL-bound.)"""
+        from cdm_bench.eval_loader import BatchJobs, default_workers, prepared_batches
+
         metric = plan.metric
         bs = self.fitting_batch(plan)
         jobs = [(i, s) for i in mine for s in range(0, len(self.chunk_records(i)), bs)]
-
-        def load(job):
-            i, s = job
-            first = i * self.chunk_size + s
-            recs = self.records[first:min(first + bs, (i + 1) * self.chunk_size, len(self.records))]
-            return recs, self.load_images(first, first + len(recs))
-
+        spans = [(i * self.chunk_size + s, min(i * self.chunk_size + s + bs, (i + 1) * self.chunk_size,
+                                               len(self.records))) for i, s in jobs]
+        workers = default_workers(len(jobs)) if self.num_workers is None else self.num_workers
+        load = self.load_images if workers == 0 else (lambda a, b: self.src.load_images(self.records[a:b]))
+        dataset = BatchJobs(load, self.records, spans, metric)
         bar = progress_bar(sum(len(self.chunk_records(i)) for i in mine), f"evaluate {plan.instance}", "img",
                            disable=not self.progress or self.rank != 0 or not jobs)
         try:
-            for n, (i, s) in enumerate(jobs):
-                recs, images = load(jobs[n])
+            for n, batch in prepared_batches(dataset, workers, pin_memory=str(metric.device).startswith("cuda")):
+                i, s = jobs[n]
+                recs = self.records[spans[n][0]:spans[n][1]]
                 if s == 0:
                     metric.reset()
                     scores = []
-                out = metric.update(convert_images(images, metric.input_format), [r["prompt"] for r in recs], recs)
+                out = metric.update(batch, [r["prompt"] for r in recs], recs)
                 if metric.per_image:
                     scores.append(np.asarray(out, dtype=np.float64))
                 bar.update(len(recs))

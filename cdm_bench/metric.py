@@ -213,9 +213,16 @@ class Metric(ABC):
             gc.collect()
             torch.cuda.empty_cache()
 
+    def preprocess(self, images: Any, prompts: Sequence[str], meta: Sequence[dict]) -> Any:
+        """The scorer's own preprocessing of one batch (``images`` in ``input_format``), run in an
+        input worker process when evaluate has workers: no model, plain picklable values
+        (tensors, arrays, PIL images). :meth:`update` gets what this returns; the default hands
+        the images on unchanged. ``update`` must also accept unprocessed images (a direct call)."""
+        return images
+
     @abstractmethod
     def update(self, images: Any, prompts: Sequence[str], meta: Sequence[dict]) -> np.ndarray | None:
-        """Consume one batch (already in ``input_format``)."""
+        """Consume one batch (in ``input_format``, or what :meth:`preprocess` made of it)."""
 
     @abstractmethod
     def compute(self) -> dict[str, float]:

@@ -82,21 +82,38 @@ class _ClipMetric(PerImageMetric):
         self.model = self.processor = None
         super().teardown()
 
+    #: what preprocess() prepares: the image processor's pixels, and the tokens unless image-only
+    uses_text = True
+
+    def preprocess(self, images, prompts, meta) -> dict:
+        """The scorer's own processor on one batch (in an input worker): pixel values and, for
+        the text-image scores, the tokens padded to 77."""
+        out = {"pixel_values": self.processor(images=list(images), return_tensors="pt")["pixel_values"]}
+        if self.uses_text:
+            tokens = self.processor(text=list(prompts), return_tensors="pt", padding="max_length", truncation=True,
+                                    max_length=MAX_TOKENS)
+            out.update(input_ids=tokens["input_ids"], attention_mask=tokens["attention_mask"])
+        return out
+
     def image_embeddings(self, images):
-        """L2-normalised image embeddings (float32), through the scorer's image processor."""
+        """L2-normalised image embeddings (float32), through the scorer's image processor (or
+        the pixel values :meth:`preprocess` made)."""
         import torch
 
-        pixels = self.processor(images=list(images), return_tensors="pt")["pixel_values"]
+        pixels = images["pixel_values"] if isinstance(images, dict) else \
+            self.processor(images=list(images), return_tensors="pt")["pixel_values"]
         with torch.inference_mode():
             img = _embedding(self.model.get_image_features(pixel_values=pixels.to(self.device, self.model.dtype)))
         return torch.nn.functional.normalize(img.float(), dim=-1)
 
-    def text_embeddings(self, prompts: Sequence[str]):
-        """L2-normalised text embeddings (float32); padded to 77 so batches never change a number."""
+    def text_embeddings(self, prompts: Sequence[str], prepared: dict | None = None):
+        """L2-normalised text embeddings (float32); padded to 77 so batches never change a number
+        (the tokens :meth:`preprocess` made, when given)."""
         import torch
 
-        tokens = self.processor(text=list(prompts), return_tensors="pt", padding="max_length",
-                                truncation=True, max_length=MAX_TOKENS)
+        tokens = prepared if prepared is not None and "input_ids" in prepared else \
+            self.processor(text=list(prompts), return_tensors="pt", padding="max_length", truncation=True,
+                           max_length=MAX_TOKENS)
         with torch.inference_mode():
             txt = _embedding(self.model.get_text_features(input_ids=tokens["input_ids"].to(self.device),
                                                           attention_mask=tokens["attention_mask"].to(self.device)))
@@ -118,11 +135,15 @@ class _ClipMetric(PerImageMetric):
                 "weights_fingerprint": weights_fingerprint(self.model_ref)}
 
 
+def _prepared(images) -> dict | None:
+    return images if isinstance(images, dict) else None
+
+
 class ClipScore(_ClipMetric):
     name = "clipscore"
 
     def score(self, images, prompts, meta) -> np.ndarray:
-        img, txt = self.image_embeddings(images), self.text_embeddings(prompts)
+        img, txt = self.image_embeddings(images), self.text_embeddings(prompts, _prepared(images))
         return (100.0 * (img * txt).sum(-1)).clamp(min=0).numpy()
 
 
@@ -132,7 +153,7 @@ class PickScore(_ClipMetric):
     default_processor = PICKSCORE_PROCESSOR
 
     def score(self, images, prompts, meta) -> np.ndarray:
-        img, txt = self.image_embeddings(images), self.text_embeddings(prompts)
+        img, txt = self.image_embeddings(images), self.text_embeddings(prompts, _prepared(images))
         return (self.model.logit_scale.exp().float() * (img * txt).sum(-1)).detach().numpy()
 
 
@@ -158,6 +179,7 @@ class AestheticMLP:
 
 class Aesthetic(_ClipMetric):
     name = "aesthetic"
+    uses_text = False
 
     def __init__(self, device: str = "cpu", dtype: str = "float32", model: str | None = None,
                  processor: str | None = None, head: str | None = None):

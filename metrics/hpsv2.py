@@ -41,7 +41,7 @@ class HPSv2(PerImageMetric):
         if hps_version not in HPS_FILES:
             raise ValueError(f"hps_version must be one of {sorted(HPS_FILES)}, got {hps_version!r}")
         self.hps_version, self.checkpoint, self.arch, self.arch_config = hps_version, checkpoint, arch, arch_config
-        self.model = self.preprocess = self.tokenizer = None
+        self.model = self.transform = self.tokenizer = None
 
     def weights(self) -> list[Weights]:
         what = f"HPS {self.hps_version} checkpoint"
@@ -66,18 +66,24 @@ class HPSv2(PerImageMetric):
             output_dict=True, with_score_predictor=False, with_region_predictor=False)
         state = torch.load(self.weights()[0].locate(), map_location="cpu", weights_only=True)
         model.load_state_dict(state["state_dict"])
-        self.model, self.preprocess, self.tokenizer = model.to(self.device).eval(), preprocess_val, get_tokenizer(self.arch)
+        self.model, self.transform, self.tokenizer = model.to(self.device).eval(), preprocess_val, get_tokenizer(self.arch)
 
     def teardown(self) -> None:
-        self.model = self.preprocess = self.tokenizer = None
+        self.model = self.transform = self.tokenizer = None
         super().teardown()
+
+    def preprocess(self, images, prompts: Sequence[str], meta) -> dict:
+        """HPSv2's own ``preprocess_val`` and tokenizer on one batch (in an input worker)."""
+        import torch
+
+        return {"pixels": torch.stack([self.transform(im) for im in images]), "text": self.tokenizer(list(prompts))}
 
     def score(self, images, prompts: Sequence[str], meta) -> np.ndarray:
         import torch
 
+        batch = images if isinstance(images, dict) else self.preprocess(images, prompts, meta)
         dtype = next(self.model.parameters()).dtype
-        pixels = torch.stack([self.preprocess(im) for im in images]).to(self.device, dtype)
-        text = self.tokenizer(list(prompts)).to(self.device)
+        pixels, text = batch["pixels"].to(self.device, dtype), batch["text"].to(self.device)
         with torch.inference_mode():
             out = self.model(pixels, text)
             return (out["image_features"] * out["text_features"]).sum(-1).float().cpu().numpy()

@@ -27,6 +27,9 @@ def add_parser(sub) -> None:
                    help="images per flushed chunk (the most work a kill can lose, per process)")
     e.add_argument("--device", default="cpu")
     e.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    e.add_argument("--num-workers", type=int, default=None,
+                   help="input processes that decode, check and preprocess images (default: one per core but one; "
+                        "0: none)")
     e.add_argument("--allow-partial", action="store_true", help="keep going when a metric fails")
     e.add_argument("--force", action="store_true", help="recompute cached scores")
     e.set_defaults(func=run_evaluate)
@@ -72,7 +75,7 @@ def run_evaluate(args) -> int:
 
     res = evaluate(args.images, metric_list(args.metrics, args.metric_options), args.out,
                    args.batch_size, args.device, args.allow_partial, args.force,
-                   chunk_size=args.chunk_size, dtype=args.dtype)
+                   chunk_size=args.chunk_size, dtype=args.dtype, num_workers=args.num_workers)
     if dist.world()[0] == 0:
         for name, m in res["metrics"].items():
             print(f"{name}\t{m.get('value')}\t{m.get('status')}")
