@@ -30,6 +30,12 @@ sys.path.insert(0, str(ROOT / "tests" / "metrics"))
 L14 = dict(text=dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12),
            vision=dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16,
                        image_size=224, patch_size=14), projection_dim=768)
+TINY = dict(text=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2),
+            vision=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                        image_size=224, patch_size=32), projection_dim=16)
+TINY_HPS = {"embed_dim": 16, "vision_cfg": {"image_size": 224, "layers": 2, "width": 32, "head_width": 16,
+                                            "patch_size": 32},
+            "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 2}}
 H14 = dict(text=dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16),
            vision=dict(hidden_size=1280, intermediate_size=5120, num_hidden_layers=32, num_attention_heads=16,
                        image_size=224, patch_size=14), projection_dim=1024)
@@ -55,26 +61,35 @@ def build_clip(folder: Path, arch: dict) -> Path:
     return folder
 
 
-def build_hps(folder: Path) -> Path:
+def build_hps(folder: Path, tiny: bool = False) -> Path:
     ckpt = folder / "HPS_v2.1_compressed.pt"
-    if ckpt.exists():
+    if ckpt.exists() and not tiny:
         return ckpt
     import torch
 
     from metrics._compat_torchvision import ensure_torchvision
 
     ensure_torchvision()
-    from hpsv2.src.open_clip import create_model_and_transforms
+    from hpsv2.src.open_clip import add_model_config, create_model_and_transforms
 
     folder.mkdir(parents=True, exist_ok=True)
+    arch = "ViT-H-14"
+    if tiny:
+        arch = "tiny-hps-scorers"
+        (folder / f"{arch}.json").write_text(json.dumps(TINY_HPS))
+        add_model_config(str(folder / f"{arch}.json"))
     torch.manual_seed(0)
-    model = create_model_and_transforms("ViT-H-14", None, precision="fp32", device="cpu", output_dict=True)[0]
+    model = create_model_and_transforms(arch, None, precision="fp32", device="cpu", output_dict=True)[0]
     torch.save({"state_dict": model.state_dict()}, ckpt)
     return ckpt
 
 
-def scorer_spec(name: str, cache: Path) -> dict:
+def scorer_spec(name: str, cache: Path, tiny: bool = False) -> dict:
     if name == "hpsv2":
+        if tiny:
+            folder = cache / "hps-tiny"
+            return {"name": "hpsv2", "checkpoint": str(build_hps(folder, tiny=True)), "arch": "tiny-hps-scorers",
+                    "arch_config": str(folder / "tiny-hps-scorers.json")}
         return {"name": "hpsv2", "checkpoint": str(build_hps(cache / "hps"))}
     if name == "aesthetic":
         import torch
@@ -83,14 +98,18 @@ def scorer_spec(name: str, cache: Path) -> dict:
 
         head = cache / "aesthetic-head.pth"
         if not head.exists():
-            torch.save(AestheticMLP.build(768).state_dict(), head)
-        return {"name": "aesthetic", "model": str(build_clip(cache / "clip-l14", L14)), "head": str(head)}
+            torch.save(AestheticMLP.build(16 if tiny else 768).state_dict(), head)
+        clip = build_clip(cache / ("clip-tiny" if tiny else "clip-l14"), TINY if tiny else L14)
+        return {"name": "aesthetic", "model": str(clip), "head": str(head)}
     arch, folder = (H14, "clip-h14") if name == "pickscore" else (L14, "clip-l14")
+    if tiny:
+        arch, folder = TINY, "clip-tiny"
     d = str(build_clip(cache / folder, arch))
     return {"name": name, "model": d, **({"processor": d} if name == "pickscore" else {})}
 
 
-def measure(name: str, n: int, batch: int, cache: Path) -> dict:
+def measure(name: str, n: int, batch: int, cache: Path, device: str = "cpu", dtype: str = "float32",
+            tiny: bool = False) -> dict:
     """Runs in a subprocess: one scorer, bare forward vs evaluate; returns timings and peak RSS."""
     import cdm_bench  # noqa: F401 - compat hook for torchvision
     from cdm_bench.evaluate import build_plans, evaluate
@@ -99,7 +118,7 @@ def measure(name: str, n: int, batch: int, cache: Path) -> dict:
     from cdm_bench.prompts import PromptSet
     from cdm_bench.rundir import RunDir
 
-    spec = scorer_spec(name, cache)
+    spec = scorer_spec(name, cache, tiny)
     run = cache / f"images-{n}"
     if not (run / "manifest.jsonl").exists():
         sys.path.insert(0, str(ROOT / "tests"))
@@ -110,7 +129,7 @@ def measure(name: str, n: int, batch: int, cache: Path) -> dict:
         generate({"generator": "dummy:DummyGenerator", "size": 512}, ps, run, 1, progress=False)
     recs = RunDir(run).read_manifest()
     images = RunDir(run).load_images(recs)
-    plan = build_plans([spec], batch, "cpu", "float32")[0]
+    plan = build_plans([spec], batch, device, dtype)[0]
     m = plan.metric
     t0 = time.perf_counter()
     m.setup()
@@ -126,19 +145,29 @@ def measure(name: str, n: int, batch: int, cache: Path) -> dict:
     runs = []
     for _ in range(2):  # best of 2, as the bare forward
         t0 = time.perf_counter()
-        evaluate(run, [spec], batch_size=batch, force=True, progress=False)
+        evaluate(run, [spec], batch_size=batch, force=True, progress=False, device=device, dtype=dtype)
         runs.append(time.perf_counter() - t0)
     eval_s = min(runs)
     return {"scorer": name, "images": n, "batch": batch, "setup_s": setup_s, "bare_s": min(bare),
             "evaluate_s": eval_s, "evaluate_minus_setup_s": eval_s - setup_s,
             "bare_img_s": n / min(bare), "evaluate_img_s": n / eval_s,
             "ratio_steady": (eval_s - setup_s) / min(bare), "ratio_total": eval_s / min(bare),
-            "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}
+            "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, "device": device,
+            "dtype": dtype, "peak_gpu_gib": _gpu_peak(device)}
+
+
+def _gpu_peak(device: str) -> float | None:
+    import torch
+
+    return torch.cuda.max_memory_allocated() / 2**30 if device.startswith("cuda") else None
 
 
 def write_markdown(rows: list[dict], path: Path, argv: list[str]) -> None:
-    lines = ["# Scorers at full size (random weights), this CPU", "",
-             f"`python benchmarks/scorers.py {' '.join(argv)}`; {os.cpu_count()} cores; 512x512 PNGs; fp32.", "",
+    dev = rows[0].get("device", "cpu") if rows else "cpu"
+    size = "2-layer (--tiny)" if "--tiny" in argv else "full size"
+    lines = [f"# Scorers at {size} (random weights), {dev}", "",
+             f"`python benchmarks/scorers.py {' '.join(argv)}`; {os.cpu_count()} cores; 512x512 PNGs; "
+             f"{rows[0].get('dtype', 'float32') if rows else 'float32'}.", "",
              "| scorer | images | bare img/s | evaluate img/s | evaluate / bare | same, less one model load | "
              "first model load (s) | peak RSS (GiB) | target <= 1.10 |", "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
@@ -159,26 +188,31 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--scorers", default="clipscore,pickscore,aesthetic,hpsv2")
     ap.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "cdm-bench-scorers")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    ap.add_argument("--tiny", action="store_true", help="2-layer scorers (the real preprocessing): a smoke run")
+    ap.add_argument("--out", type=Path, default=RESULTS / "scorers.md")
     ap.add_argument("--one", help=argparse.SUPPRESS)
     args = ap.parse_args()
     args.cache.mkdir(parents=True, exist_ok=True)
     if args.one:
-        print("RESULT " + json.dumps(measure(args.one, args.images, args.batch, args.cache)))
+        print("RESULT " + json.dumps(measure(args.one, args.images, args.batch, args.cache, args.device, args.dtype,
+                                             args.tiny)))
         return
     rows = []
     for name in args.scorers.split(","):
         cmd = [sys.executable, __file__, "--one", name, "--images", str(args.images), "--batch", str(args.batch),
-               "--cache", str(args.cache)]
+               "--cache", str(args.cache), "--device", args.device, "--dtype", args.dtype] + (["--tiny"] if args.tiny else [])
         out = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
         line = [ln for ln in out.stdout.splitlines() if ln.startswith("RESULT ")]
         if out.returncode or not line:
             raise SystemExit(f"{name} failed:\n{out.stderr[-3000:]}")
         rows.append(json.loads(line[0][7:]))
         print(rows[-1], flush=True)
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "scorers.json").write_text(json.dumps(rows, indent=2))
-    write_markdown(rows, RESULTS / "scorers.md", sys.argv[1:])
-    print((RESULTS / "scorers.md").read_text())
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.with_suffix(".json").write_text(json.dumps(rows, indent=2))
+    write_markdown(rows, args.out, sys.argv[1:])
+    print(args.out.read_text())
 
 
 if __name__ == "__main__":
