@@ -34,7 +34,7 @@ PLACEHOLDERS = {"NAME_OR_YAML": "toy", "SET_OR_FILE": "toy-small", "DIR": "d", "
                 "JSON": "{}", "C": "16", "D": "cpu", "T": "float32", "NAME": "x", "SPEC.yaml": "s.yaml",
                 "PATH": "python", "RECIPE": "cdm", "CHECKPOINT": "c", "RUN_DIR...": "r", "M,...": "m",
                 "G,...": "g", "PIPELINE_DIR_OR_HUB_ID": "a/b", "PROMPT_SET": "toy-small", "$HEAD": "localhost",
-                "key=value": "train.steps=1", "NAME[,INSTANCE=NAME...]": "toy_align"}
+                "key=value": "train.steps=1", "NAME[,INSTANCE=NAME...]": "toy_align", "W": "1"}
 
 
 def readme_commands() -> list[str]:
@@ -56,7 +56,7 @@ COMMANDS = {
     "cdm-bench generate --generator NAME_OR_YAML --prompts SET_OR_FILE --out DIR [--samples-per-prompt K] "
     "[--batch-size B] [--seed S]": PARSE,
     "cdm-bench evaluate --images DIR --metrics NAME[,INSTANCE=NAME...] [--metric-options JSON] [--out DIR] "
-    "[--batch-size B] [--chunk-size C] [--device D] [--dtype T]": PARSE,
+    "[--batch-size B] [--chunk-size C] [--device D] [--dtype T] [--num-workers W]": PARSE,
     "cdm-bench leaderboard RUN_DIR... --out DIR [--reference NAME] [--metrics M,...] [--generators G,...]": PARSE,
     "cdm-bench run SPEC.yaml [--out DIR] [--eval-python PATH]": PARSE,
     "cdm-bench demo --out DIR [--quick] [--ablations]": PARSE,
