@@ -16,7 +16,9 @@ class DummyGenerator(Generator):
     recipe = "dummy"
 
     def __init__(self, shade: int = 0, size: int = 8, fail_on: str | None = None):
-        self.shade, self.size, self.fail_on = shade, size, fail_on
+        from cdm_bench.validate import int_in_range
+
+        self.shade, self.size, self.fail_on = shade, int_in_range(size, "size", 1, 1024), fail_on
 
     def spec(self) -> dict:
         return {"shade": self.shade, "size": self.size}

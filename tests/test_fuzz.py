@@ -36,6 +36,11 @@ from hypothesis import strategies as st  # noqa: E402
 from cdm_bench.cli import main  # noqa: E402
 
 LONG = bool(os.environ.get("RUN_FUZZ"))
+if LONG:  # an input that makes cdm-bench allocate without bound fails as a MemoryError (with its
+    import resource  # example) instead of the kernel killing the whole run
+
+    _GIB = int(os.environ.get("FUZZ_MEMORY_GIB", "10"))
+    resource.setrlimit(resource.RLIMIT_AS, (_GIB << 30, resource.getrlimit(resource.RLIMIT_AS)[1]))
 BASE_SEED = int(os.environ.get("FUZZ_SEED", "0"))
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "20"))
 PROPERTIES = 6  # the long mode's minutes are shared by the properties below

@@ -46,6 +46,8 @@ from cdm_bench.generator import Generator, NFECounter
 from cdm_bench.generators import hf_weights as hf
 
 OFFLOAD = ("none", "model", "sequential")
+#: bounds of the spec's sizes: what one GPU can hold (a 16k x 16k image is 768 MB of pixels alone)
+MAX_STEPS, MAX_MICRO_BATCH, MAX_RESOLUTION = 10_000, 1024, 16_384
 #: from_pretrained arguments that have their own spec keys
 RESERVED = {"torch_dtype": "dtype", "dtype": "dtype", "transformer": "transformer",
             "local_files_only": "HF_HUB_OFFLINE"}
@@ -90,10 +92,10 @@ class DiffusersGenerator(Generator):
         self._nfe = NFECounter(type(self).__name__)
 
     def _validate(self) -> None:
-        if self.steps < 1:
-            raise SpecError(f"nfe must be >= 1, got {self.steps}")
-        if isinstance(self.micro_batch, bool) or not isinstance(self.micro_batch, int) or self.micro_batch < 1:
-            raise SpecError(f"micro_batch must be an integer >= 1, got {self.micro_batch!r}")
+        from cdm_bench.validate import int_in_range
+
+        int_in_range(self.steps, "nfe", 1, MAX_STEPS)
+        self.micro_batch = int_in_range(self.micro_batch, "micro_batch", 1, MAX_MICRO_BATCH)
         if self.sigmas is not None:
             if not isinstance(self.sigmas, (list, tuple)) or any(
                     isinstance(s, bool) or not isinstance(s, (int, float)) or not 0.0 <= s <= 1.0 for s in self.sigmas):
@@ -103,9 +105,7 @@ class DiffusersGenerator(Generator):
                                 f"per step, or `sigmas: null` for the scheduler's own schedule")
             self.sigmas = [float(s) for s in self.sigmas]
         if self.resolution is not None:
-            if isinstance(self.resolution, bool) or int(self.resolution) < 8:
-                raise SpecError(f"resolution must be an integer >= 8, got {self.resolution!r}")
-            self.resolution = int(self.resolution)
+            self.resolution = int_in_range(self.resolution, "resolution", 8, MAX_RESOLUTION)
         if self.offload not in OFFLOAD:
             raise SpecError(f"offload must be one of {list(OFFLOAD)}, got {self.offload!r}")
         if self.attention_backend is not None:

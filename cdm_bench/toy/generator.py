@@ -51,8 +51,10 @@ class ToyGenerator(Generator):
 
         if preset not in PRESETS:
             raise SpecError(f"unknown toy preset {preset!r}; known: {sorted(PRESETS)}")
-        if int(nfe) < 1:
-            raise SpecError(f"nfe must be >= 1, got {nfe}")
+        from cdm_bench.validate import MAX_BATCH, int_in_range
+
+        nfe = int_in_range(nfe, "nfe", 1, 10_000)
+        batch_size = int_in_range(batch_size, "batch_size", 1, MAX_BATCH)
         if sigmas is not None and len(sigmas) != int(nfe):
             raise SpecError(f"sigmas has {len(sigmas)} entries but nfe={nfe}")
         if dtype not in ("float32", "bfloat16"):

@@ -57,7 +57,7 @@ def test_every_default_is_overridable():
     ({"generator": "diffusers", "model": "a/b", "dtype": "fp8"}, "dtype must be 'auto' or one of"),
     ({"generator": "sd3-medium-turbo", "nfe": 8}, "sigmas has 4 entries but nfe is 8"),
     ({"generator": "diffusers", "model": "a/b", "sigmas": [1.0, 2.0]}, r"sigmas must be a list of numbers in \[0, 1\]"),
-    ({"generator": "diffusers", "model": "a/b", "micro_batch": 0}, "micro_batch must be an integer >= 1"),
+    ({"generator": "diffusers", "model": "a/b", "micro_batch": 0}, "micro_batch must be between 1 and 1,024"),
     ({"generator": "diffusers"}, "`model`.*is required"),
     ({"generator": "sd3-medium", "pretrained_kwargs": {"torch_dtype": "float16"}}, "use the `dtype` spec key"),
     ({"generator": "longcat-image", "enable_prompt_rewrite": "yes"}, "enable_prompt_rewrite must be true or false"),

@@ -26,6 +26,7 @@ from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+import torch  # noqa: E402
 import yaml  # noqa: E402
 
 from cdm_bench.errors import MissingDependencyError  # noqa: E402  (cdm_bench first: its torchvision hook)
@@ -37,6 +38,9 @@ from cdm_bench.registry import METRICS  # noqa: E402
 from metrics.dpgbench import MPLUG_ID, DPGBench, MPLUGBackend, dpg_score  # noqa: E402
 
 modelscope = pytest.importorskip("modelscope")
+# a model this small runs fastest on one thread (measured: 0.02 s per answer; 0.2 s on two
+# threads while the other core is busy)
+torch.set_num_threads(1)
 
 # BERT's layout: [PAD]=0, [unused0..98], [UNK]=100, [CLS]=101, [SEP]=102, [MASK]=103, then words
 SPECIAL = ["[PAD]"] + [f"[unused{i}]" for i in range(99)] + ["[UNK]", "[CLS]", "[SEP]", "[MASK]"]
@@ -45,7 +49,8 @@ WORDS = ["yes", "no", "is", "are", "there", "a", "an", "the", "it", "two", "cat"
 VOCAB = SPECIAL + WORDS
 YES_NO_GAP = 30.0   # answer-head bias: [SEP] over yes/no over the rest (yes/no then [SEP], nothing else)
 YES_NO_SCALE = 10.0  # the yes/no rows of the answer head: image and question move the answer
-YES_SHIFT = -16.0    # extra bias on "yes" (calibrated: about half the answers are "yes")
+IMAGE_SCALE = 0.2    # the image features' LayerNorm: image and question both move the answer
+YES_SHIFT = -17.9    # extra bias on "yes" (calibrated: about half the answers are "yes")
 
 # a small DPG-Bench CSV in ELLA's columns: (item_id, proposition_id, dependency, broad, detailed, tuple, question)
 TEXT = {"p1": "a red cat on a blue box", "p2": "two dogs in a park at night", "p3": "a wooden tree"}
@@ -88,10 +93,9 @@ def write_configs(folder: Path) -> Path:
 def seeded_state(model) -> dict:
     """Every float tensor from a fixed numpy stream (matrices ~1/sqrt(fan_in), norms ~1; tied
     tensors drawn once), so the answers depend on the image and the question, not on torch's
-    init code. The answer head allows "yes" / "no" and then [SEP] only, its yes/no rows scaled
+    init code; the image features are scaled by IMAGE_SCALE, so the question matters as much as
+    the image. The answer head allows "yes" / "no" and then [SEP] only, its yes/no rows scaled
     by YES_NO_SCALE and "yes" shifted by YES_SHIFT (about half the answers are "yes")."""
-    import torch
-
     rng, ids, state, tied = np.random.default_rng(0), {t: i for i, t in enumerate(VOCAB)}, {}, {}
     for k, v in model.state_dict().items():
         if not v.is_floating_point() or v.ndim == 0:
@@ -107,6 +111,8 @@ def seeded_state(model) -> dict:
             norm_weight = k.endswith("weight") and ("norm" in k.lower() or ".ln_" in k)
             a = rng.normal(0.0, 0.1, v.shape) + (1.0 if norm_weight else 0.0)
         state[k] = torch.from_numpy(a.astype(np.float32))
+    for k in ("visn_layer_norm.weight", "visn_layer_norm.bias"):
+        state[k] = state[k] * IMAGE_SCALE
     head = state["text_decoder.cls.predictions.decoder.weight"]
     assert head is state["text_decoder.bert.embeddings.word_embeddings.weight"]
     head[[ids["yes"], ids["no"]]] *= YES_NO_SCALE
@@ -119,7 +125,6 @@ def seeded_state(model) -> dict:
 @pytest.fixture(scope="module")
 def mplug_dir(tmp_path_factory):
     """The tiny model: modelscope's own MPlug builds the tensors, pytorch_model.bin holds them."""
-    import torch
     from modelscope.models.multi_modal.mplug import MPlug
 
     folder = write_configs(tmp_path_factory.mktemp("mplug") / "mplug_vqa_tiny")
@@ -217,13 +222,14 @@ def test_the_backend_answers_as_modelscopes_own_pipeline(mplug_dir, reference, t
     assert set(ours) == {"yes", "no"}  # both answers occur, so the agreement (and the scores) mean something
     by_image = [tuple(a for (im, _), a in zip(pairs, ours) if im is image) for image in images]
     assert len(set(by_image)) > 1  # the answers depend on the image
+    assert any(len(set(a)) > 1 for a in by_image)  # ... and on the question
 
 
 def test_evaluate_end_to_end_with_l1_l2(mplug_dir, reference, tmp_path, prompts):
     import pandas as pd
 
-    run = generate({"generator": "dummy", "name": "d"}, prompts, tmp_path / "run", 1, progress=False)
-    res = evaluate(run, [mplug_spec(mplug_dir, tmp_path)], batch_size=2, chunk_size=2,
+    run = generate({"generator": "dummy", "name": "d"}, prompts, tmp_path / "run", 2, progress=False)
+    res = evaluate(run, [mplug_spec(mplug_dir, tmp_path)], batch_size=2, chunk_size=4,
                    progress=False)["metrics"]["dpgbench"]
     assert res["status"] == "ok", res
     records, images = run_images(run)
@@ -233,6 +239,7 @@ def test_evaluate_end_to_end_with_l1_l2(mplug_dir, reference, tmp_path, prompts)
     got = pd.read_parquet(run / "scores.parquet")["dpgbench"].tolist()
     print(f"\nanswers: {answers}\nscores: {got}, value {res['value']}")
     assert got == pytest.approx(want, abs=1e-12)
+    assert 0 < res["value"] < 100 and len(set(got)) > 1
     assert res["value"] == pytest.approx(100 * np.mean(want), abs=1e-9)
     l2 = {}
     for a, r in zip(answers, records):
@@ -245,27 +252,15 @@ def test_evaluate_end_to_end_with_l1_l2(mplug_dir, reference, tmp_path, prompts)
     assert res["backend"]["model_fingerprint"]  # the local model's content is part of the identity
 
 
-def test_grid_mode_scores_4_samples_per_prompt(mplug_dir, tmp_path, prompts):
-    import pandas as pd
-
-    run = generate({"generator": "dummy", "name": "d"}, prompts, tmp_path / "run", 4, progress=False)
-    res = evaluate(run, [mplug_spec(mplug_dir, tmp_path, alias="single"),
-                         mplug_spec(mplug_dir, tmp_path, mode="grid", alias="grid")],
-                   progress=False)["metrics"]
-    s = pd.read_parquet(run / "scores.parquet")
-    by = s.groupby("prompt_id", sort=False)
-    assert (by["grid"].nunique() == 1).all()
-    np.testing.assert_allclose(s["grid"], by["single"].transform("mean"), rtol=1e-12)
-    assert res["grid"]["value"] == pytest.approx(res["single"]["value"], rel=1e-12)
-
-
 def test_a_folder_without_weights_fails_at_load_naming_the_file(mplug_dir, tmp_path):
-    """check() looks for configuration.json only; the missing weights surface when set-up loads them."""
+    """check() looks for configuration.json only; the missing weights surface when set-up loads
+    them, as modelscope's FileNotFoundError naming the file."""
     import shutil
 
     bare = tmp_path / "no-weights"
     shutil.copytree(mplug_dir, bare, ignore=shutil.ignore_patterns("pytorch_model.bin"))
     m = DPGBench(backend_options={"model": str(bare)})
     m.check()
-    with pytest.raises(Exception, match="pytorch_model.bin"):
+    with pytest.raises(FileNotFoundError, match=r"MPlugForAllTasks: \[Errno 2\] No such file or directory: "
+                                                rf"'{bare / 'pytorch_model.bin'}'"):
         m.setup()
