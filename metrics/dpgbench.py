@@ -82,6 +82,8 @@ class VQABackend(ABC):
     name: str = ""
     requires: tuple[str, ...] = ()
     extra: str | None = None
+    #: how to build the environment that has the packages (None: the extra is enough)
+    env_hint: str | None = None
 
     def __init__(self, device: str = "cpu", dtype: str = "float32"):
         self.device, self.dtype = device, dtype
@@ -94,7 +96,8 @@ class VQABackend(ABC):
         if not missing:
             return []
         how = f"pip install 'cdm-bench[{self.extra}]'" if self.extra else "pip install " + " ".join(missing)
-        return [f"needs package(s) {', '.join(missing)}: {how}"]
+        env = f" (or use its env: {self.env_hint})" if self.env_hint else ""
+        return [f"needs package(s) {', '.join(missing)}: {how}{env}"]
 
     def setup(self) -> None:
         """Load the model."""
@@ -135,9 +138,13 @@ class MPLUGBackend(VQABackend):
     name = "mplug"
     # what setup() imports (modelscope's pipeline entry point), and what its mPLUG model and
     # preprocessor import at module level
-    requires = ("modelscope.pipelines:pipeline", "modelscope.utils.constant:Tasks", "torch", "transformers", "timm",
-                "torchvision", "decord")
+    requires = ("modelscope.pipelines:pipeline", "modelscope.utils.constant:Tasks",
+                "modelscope.pipelines.multi_modal.visual_question_answering_pipeline:VisualQuestionAnsweringPipeline",
+                "modelscope.fileio.format.jsonplus", "torch", "transformers", "timm", "torchvision", "decord")
     extra = "dpg"
+    env_hint = "make eval-env-dpg, then .venv-dpg/bin/cdm-bench evaluate or eval_python: .venv-dpg/bin/python"
+    #: the files of a modelscope mPLUG model folder (configuration.json names the model type)
+    MODEL_FILES = ("configuration.json", "config.yaml", "config_bert.json", "vocab.txt", "pytorch_model.bin")
 
     def __init__(self, device: str = "cpu", dtype: str = "float32", model: str = MPLUG_ID):
         super().__init__(device, dtype)
@@ -152,14 +159,14 @@ class MPLUGBackend(VQABackend):
 
     def locate(self) -> Path | None:
         candidates = [Path(self.model_ref).expanduser()] if self._is_path() else _modelscope_candidates(self.model_ref)
-        return next((c for c in candidates if (c / "configuration.json").is_file()), None)
+        return next((c.resolve() for c in candidates if all((c / f).is_file() for f in self.MODEL_FILES)), None)
 
     def check(self) -> list[str]:
         parts = super().check()
         if self.locate() is None:
             if self._is_path():
-                parts.append(f"needs the mPLUG model folder {self.model_ref} (not found, or no configuration.json "
-                             f"in it)")
+                parts.append(f"needs the mPLUG model folder {self.model_ref} (not found, or without all of "
+                             f"{', '.join(self.MODEL_FILES)})")
             else:
                 parts.append(
                     f"needs the mPLUG VQA model {self.model_ref} (not in the local modelscope cache): fetch it "
@@ -172,6 +179,7 @@ class MPLUGBackend(VQABackend):
         from modelscope.pipelines import pipeline
         from modelscope.utils.constant import Tasks
 
+        # an absolute folder: a relative one reads like a hub id and modelscope asks the hub first
         self.pipe = pipeline(Tasks.visual_question_answering, model=str(self.locate()), device=self.device)
 
     def teardown(self) -> None:
@@ -293,6 +301,7 @@ class DPGBench(PerImageMetric):
     higher_is_better = True
     input_format = "pil"
     extra = "dpg"
+    env_hint = "make eval-env-dpg (.venv-dpg)"
 
     def __init__(self, device: str = "cpu", dtype: str = "float32", mode: str = "single",
                  backend: str | VQABackend = "mplug", backend_options: dict | None = None,

@@ -5,6 +5,7 @@ the loader through a real generate + evaluate, the metric kit, and the one-line 
 import csv
 import hashlib
 import importlib.util
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -273,14 +274,18 @@ def test_missing_mplug_model_names_it_and_a_local_folder_works(tmp_path, monkeyp
     assert "needs package" not in msg
     cached = tmp_path / "ms" / "hub" / MPLUG_ID
     cached.mkdir(parents=True)
-    (cached / "configuration.json").write_text("{}")
+    for f in MPLUGBackend.MODEL_FILES:
+        (cached / f).write_text("{}")
     DPGBench().check()  # found in the modelscope cache
     local = tmp_path / "mplug-local"
     with pytest.raises(MissingDependencyError, match=f"mPLUG model folder {local} "):
         DPGBench(backend_options={"model": str(local)}).check()
     local.mkdir()
     (local / "configuration.json").write_text("{}")
-    (local / "pytorch_model.bin").write_bytes(b"weights")
+    with pytest.raises(MissingDependencyError, match="without all of"):  # an incomplete folder: in check()
+        DPGBench(backend_options={"model": str(local)}).check()
+    for f in MPLUGBackend.MODEL_FILES[1:]:
+        (local / f).write_bytes(b"weights")
     m = DPGBench(backend_options={"model": str(local)})
     m.check()
     assert m.describe()["backend"]["model_fingerprint"]  # a local model's content is in the identity
@@ -299,3 +304,27 @@ def test_bad_options_and_prompts_without_questions_are_one_line_errors(tmp_path)
     run = generate({"generator": "dummy", "name": "d"}, plain, tmp_path / "plain", 1, progress=False)
     with pytest.raises(MetricFailedError, match="needs DPG-Bench prompts"):
         evaluate(run, [dpg(tmp_path)], progress=False)
+
+
+ROOT = Path(__file__).resolve().parents[2]
+DPG_ENV_PYTHON = ROOT / ".venv-dpg" / "bin" / "python"
+DPG_ENV_CHECKS = Path(__file__).with_name("dpg_env_checks.py")
+N_DPG_ENV_CHECKS = 4
+
+
+@pytest.mark.skipif(not DPG_ENV_PYTHON.exists(),
+                    reason="no .venv-dpg: run `make eval-env-dpg` (scripts/make_dpg_env.sh; CI creates it)")
+def test_mplug_backend_checks_pass_inside_the_dpg_env(tmp_path):
+    import os
+    import re
+    import subprocess
+
+    assert len(re.findall(r"^def test_", DPG_ENV_CHECKS.read_text(), flags=re.M)) == N_DPG_ENV_CHECKS
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf"),
+           "MODELSCOPE_CACHE": str(tmp_path / "modelscope"), "TOKENIZERS_PARALLELISM": "false"}
+    cmd = [str(DPG_ENV_PYTHON), "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rs", "--basetemp",
+           str(tmp_path / "t"), str(DPG_ENV_CHECKS)]
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-6000:]
+    assert re.search(rf"\b{N_DPG_ENV_CHECKS} passed\b", out) and "skipped" not in out, out[-3000:]
