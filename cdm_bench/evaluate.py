@@ -92,14 +92,17 @@ def find_bad_images(src: RunDir, records: list[dict]) -> list[str]:
 # -- the phase ---------------------------------------------------------------------------------------
 def evaluate(images_dir, metrics, out_dir=None, batch_size: int = 32, device: str = "cpu",
              allow_partial: bool = False, force: bool = False, progress: bool = True,
-             chunk_size: int = CHUNK_SIZE, dtype: str = "float32", num_workers: int | None = None) -> dict:
+             chunk_size: int = CHUNK_SIZE, dtype: str = "float32", num_workers: int | None = None,
+             set_bootstrap: int = 0) -> dict:
     """Score ``images_dir`` with ``metrics``; returns the results dict (also written).
 
     The images directory is locked for the whole call (shared: generate cannot change it while
     it is read; exclusive when the results go into it), and each image's bytes are checked
     against its manifest sha256 when it is scored. Decoding, that check and each metric's own
     preprocessing run in ``num_workers`` input processes (:mod:`cdm_bench.eval_loader`; None:
-    one per core but one, 0: in this process); the scores do not depend on it."""
+    one per core but one, 0: in this process); the scores do not depend on it. With
+    ``set_bootstrap`` > 0, set-level metrics also get a 95 % interval (sub-values ``ci_low`` /
+    ``ci_high``) from that many resamples of their chunks."""
     batch_size = int_in_range(batch_size, "--batch-size", 1, MAX_BATCH)
     chunk_size = int_in_range(chunk_size, "--chunk-size", 1, MAX_CHUNK)
     if num_workers is not None:
@@ -111,6 +114,8 @@ def evaluate(images_dir, metrics, out_dir=None, batch_size: int = 32, device: st
     plans = build_plans(metrics, batch_size, device, dtype)
     for plan in plans:  # packages and weights, before anything is written
         plan.metric.check()
+    for plan in plans:
+        plan.metric.prepare()
     with dist.process_group() as (rank, size), contextlib.ExitStack() as held:
         same_dir = dst.root.resolve() == src.root.resolve()
         _lock(held, rank, src, "cdm-bench evaluate" if same_dir else "cdm-bench evaluate (reading)", not same_dir)
@@ -124,7 +129,7 @@ def evaluate(images_dir, metrics, out_dir=None, batch_size: int = 32, device: st
             _lock(held, rank, dst, "cdm-bench evaluate", False)
         group = math.lcm(*[max(int(getattr(p.metric, "group_size", 1) or 1), 1) for p in plans])
         chunk = -(-int(chunk_size) // group) * group  # whole groups per chunk
-        ctx = _Context(src, dst, ident, records, rank, size, chunk, progress, num_workers)
+        ctx = _Context(src, dst, ident, records, rank, size, chunk, progress, num_workers, set_bootstrap)
         results, frame = ctx.load_previous(force)
         todo = [p for p in plans if force or not ctx.reusable(p, results, frame)]
         if rank == 0:
@@ -159,6 +164,19 @@ def _lock(held: contextlib.ExitStack, rank: int, run: RunDir, what: str, shared:
         raise RunConflictError(error)
 
 
+def chunk_bootstrap_ci(metric: Metric, states: list, n_boot: int, seed: int = 0) -> dict:
+    """95 % interval of a set-level metric's value from resampling its chunks (groups of images)
+    with replacement: sub-values ``ci_low`` / ``ci_high``. Seeded: the same on every call."""
+    rng = np.random.default_rng(seed)
+    draws = []
+    for _ in range(int(n_boot)):
+        metric.load_states([states[i] for i in rng.integers(0, len(states), len(states))])
+        draws.append(float(metric.compute()[metric.name]))
+    metric.load_states(states)
+    lo, hi = np.nanpercentile(draws, [2.5, 97.5])
+    return {"ci_low": float(lo), "ci_high": float(hi)}
+
+
 def check_destination(src: RunDir, dst: RunDir, ident: dict, force: bool = False) -> None:
     """``--out`` may not hold another run's generation or results (nor files cdm-bench did not
     write in their place)."""
@@ -174,10 +192,11 @@ def check_destination(src: RunDir, dst: RunDir, ident: dict, force: bool = False
 class _Context:
     """State shared by the metrics of one evaluate call."""
 
-    def __init__(self, src, dst, ident, records, rank, size, chunk_size, progress, num_workers=None):
+    def __init__(self, src, dst, ident, records, rank, size, chunk_size, progress, num_workers=None,
+                 set_bootstrap=0):
         self.src, self.dst, self.ident, self.records = src, dst, ident, records
         self.rank, self.size, self.chunk_size, self.progress = rank, size, chunk_size, progress
-        self.num_workers = num_workers
+        self.num_workers, self.set_bootstrap = num_workers, set_bootstrap
         self.set_hash = image_set_hash(records)
         self.n_chunks = (len(records) + chunk_size - 1) // chunk_size
         self._decoded: dict[int, np.ndarray] = {}
@@ -365,5 +384,9 @@ class _Context:
             return dict(metric.aggregate(merged["score"].to_numpy(), self.records))
         from safetensors.torch import load
 
-        metric.load_states([load(p.read_bytes()) for p in chunk_path])
-        return dict(metric.compute())
+        states = [load(p.read_bytes()) for p in chunk_path]
+        metric.load_states(states)
+        values = dict(metric.compute())
+        if self.set_bootstrap and len(states) > 1:  # a cluster bootstrap over the chunks
+            values.update(chunk_bootstrap_ci(metric, states, self.set_bootstrap))
+        return values

@@ -134,6 +134,17 @@ class NFECounter:
         return out
 
 
+def module_sha256(module) -> str:
+    """The content hash of a torch module's state (names and bytes), for in-memory models."""
+    import torch
+
+    h = hashlib.sha256()
+    for name, t in sorted(module.state_dict().items()):
+        h.update(name.encode())
+        h.update(t.detach().to("cpu").contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
 def hash_dict(d: dict) -> str:
     return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -196,8 +207,17 @@ def validate_spec(cls: type, spec: dict) -> dict:
     return kwargs
 
 
-def build_generator(name_or_spec: str | dict) -> tuple[Generator, dict]:
-    """Build a generator from a name / YAML path / dict. Returns (generator, full spec)."""
+def build_generator(name_or_spec: "str | dict | Generator") -> tuple[Generator, dict]:
+    """Build a generator from a name / YAML path / dict (or take an instance). Returns
+    (generator, full spec)."""
+    if isinstance(name_or_spec, Generator):  # an instance built in code (validation during training)
+        gen = name_or_spec
+        full = {"generator": f"{type(gen).__module__}:{type(gen).__qualname__}", **gen.spec(),
+                "recipe": getattr(gen, "recipe", "unknown"), "nfe_total": gen.nfe, "cfg": gen.cfg,
+                **{k: getattr(gen, k) for k in ("train_step", "series") if getattr(gen, k, None) is not None}}
+        full["name"] = safe_name(getattr(gen, "display_name", None) or default_name(type(gen).__name__.lower(), gen),
+                                 "generator name")
+        return gen, full
     spec, folder = _load_spec(name_or_spec)
     cls = GENERATORS.get(spec["generator"])
     spec = resolve_paths(cls, spec, folder)

@@ -83,7 +83,8 @@ def _run_rows(run: RunDir) -> list[dict]:
                 "nfe": nfe, "cfg": cfg,
                 "prompts": f"{ps.get('name')}@{ps.get('version')}", "metric": name,
                 "version": m.get("version"), "higher_is_better": m.get("higher_is_better"),
-                "identity": m.get("identity"), "_run": str(run.root.resolve()), "_seed": gen.get("seed"),
+                "identity": m.get("identity"), "train_step": spec.get("train_step"), "series": spec.get("series"),
+                "_run": str(run.root.resolve()), "_seed": gen.get("seed"),
                 "_spec": str(gen.get("spec_hash"))[:8]}
         value = float("nan") if stale else m.get("value", float("nan"))
         n = m.get("n", res.get("n_images"))

@@ -200,6 +200,11 @@ class Metric(ABC):
             parts.append("needs weights " + "; ".join(w.hint() for w in missing_w))
         raise MissingDependencyError(f"metric {self.name!r} " + " and ".join(parts))
 
+    def prepare(self) -> None:
+        """Make the local artefacts this metric's identity depends on (never downloads): evaluate
+        calls it after :meth:`check`, before the identity is taken (the toy world's scorer is
+        trained into the cache here on first use, so its identity holds its weights' hash)."""
+
     def setup(self) -> None:
         """Load models (called once, before the first update)."""
 

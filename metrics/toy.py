@@ -81,6 +81,15 @@ class _ScorerMetric:
     def free_scorer(self) -> None:
         self._scorer = None
 
+    def prepare(self) -> None:
+        """A preset's scorer is trained into the cache now (first use), so the identity holds it."""
+        from cdm_bench.toy.train import PRESETS
+
+        if isinstance(self.scorer_spec, str) and self.scorer_spec in PRESETS and not Path(self.scorer_spec).is_dir():
+            from cdm_bench.toy.artifacts import scorer_dir
+
+            scorer_dir(self.scorer_spec)
+
     def weights_sha256(self) -> str | None:
         """sha256 of the loaded scorer's weights (recorded in results)."""
         import hashlib

@@ -1,4 +1,4 @@
-"""``cdm-bench export CHECKPOINT --out DIR [--ema/--no-ema]``.
+"""``cdm-bench export CHECKPOINT --out DIR [--ema/--no-ema] [--step N|best]``.
 
 Write a distilled student (EMA weights by default) as a directory that the generator registry
 loads by path; ``DIR/generator.yaml`` is a ready generator spec.
@@ -16,6 +16,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--ema", action=argparse.BooleanOptionalAction, default=True,
                    help="export the EMA weights (default) or the raw student (--no-ema)")
+    p.add_argument("--step", default=None,
+                   help="with a run directory: the checkpoint of student step N, or 'best' (the EMA of the best "
+                        "validation, validate.select) instead of the latest")
     p.add_argument("--copy-base", action="store_true",
                    help="pipeline models: also write the base pipeline's other components, so DIR loads "
                         "alone with from_pretrained (default: DIR/transformer + a pointer to the base)")
@@ -26,6 +29,6 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     from cdm_bench.distill import export
 
-    out = export(args.checkpoint, args.out, ema=args.ema, copy_base=args.copy_base)
+    out = export(args.checkpoint, args.out, ema=args.ema, copy_base=args.copy_base, step=args.step)
     print(f"exported {'EMA' if args.ema else 'raw'} student to {out} (generator spec: {out / 'generator.yaml'})")
     return 0

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -25,16 +26,32 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default=None, help="run directory (default: runs/distill/<recipe>)")
     p.add_argument("--resume", action="store_true",
                    help="continue the run in --out from its latest checkpoint (same recipe only)")
+    p.add_argument("--then", default=None, metavar="SPEC",
+                   help="after training: export the student (best/ if validate.select made one) and run this "
+                        "benchmark spec with it beside the spec's rows; the leaderboard goes to OUT/after (resumable)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from cdm_bench.distill import train
 
-    checkpoint = train(args.recipe, args.overrides, args.out, resume=args.resume)
     import os
+
+    if args.then:  # the spec is checked before any training
+        from cdm_bench.benchmark import BenchmarkSpec
+        from cdm_bench.cli.run import _spec_path
+
+        args.then = _spec_path(args.then)
+        BenchmarkSpec.from_yaml(args.then)
+    checkpoint = train(args.recipe, args.overrides, args.out, resume=args.resume or bool(args.then))
     if os.environ.get("RANK", "0") == "0":
         print(f"final checkpoint: {checkpoint}")
+    if args.then:
+        from cdm_bench.distill.after import evaluate_after_training
+
+        out = evaluate_after_training(Path(checkpoint).parent, args.then, checkpoint)
+        if out is not None:
+            print(f"leaderboard: {out / 'leaderboard.csv'} (also .html, .md)")
     return 0
 
 

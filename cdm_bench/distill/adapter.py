@@ -84,6 +84,13 @@ class ModelAdapter(ABC):
         cls = resolve(spec["class"], nn.Module, "model class")
         return cls.from_config(spec["config"])
 
+    def validation_generator(self, model: nn.Module, entry):
+        """A :class:`~cdm_bench.generator.Generator` that samples ``model`` (an unsharded copy of the
+        student or its EMA) as its export would be sampled, with ``entry``'s steps, sigmas and
+        guidance (a :class:`~cdm_bench.distill.validate_config.NFEEntry`): validation during
+        training goes through ``cdm_bench.generate`` with it."""
+        raise NotImplementedError(f"adapter {self.name!r} cannot sample its student for validation")
+
     def fsdp_block_classes(self, model: nn.Module) -> list[str]:
         """Class names of the transformer blocks that FSDP2 shards one by one."""
         return list(getattr(model, "_no_split_modules", None) or [])

@@ -80,6 +80,25 @@ def save_checkpoint(out_dir: Path, step: int, state: dict, recipe: dict, meta: d
     return final
 
 
+BEST = "best"
+
+
+def save_best(out_dir: Path, step: int, state: dict, recipe: dict, meta: dict) -> Path:
+    """``out_dir/best``: a checkpoint holding the EMA only (what export needs), swapped in whole."""
+    from cdm_bench.atomic import new_temp_dir, replace_dir
+
+    final = Path(out_dir) / BEST
+    tmp = new_temp_dir(final)
+    try:
+        torch.save(state, tmp / "state.pt")
+        (tmp / "recipe.yaml").write_text(yaml.safe_dump(recipe, sort_keys=False))
+        (tmp / "meta.json").write_text(json.dumps({**meta, "step": step, "time": time.time()}, indent=1))
+        replace_dir(tmp, final)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return final
+
+
 def load_state(checkpoint: Path) -> dict:
     return torch.load(Path(checkpoint) / "state.pt", map_location="cpu", weights_only=True)
 
@@ -116,6 +135,7 @@ def recipe_identity(cfg: RecipeConfig | dict) -> dict:
     """What must not change across a resume (all but the run-length / logging keys)."""
     d = recipe_to_dict(cfg) if isinstance(cfg, RecipeConfig) else copy.deepcopy(cfg)
     d.pop("description", None)
+    d.pop("validate", None)  # validation settings may change on resume: they do not change the training
     for key in RESUMABLE_KEYS:
         d.get("train", {}).pop(key, None)
     return d

@@ -49,6 +49,7 @@ from typing import Any
 
 from cdm_bench.distill.recipe_files import (  # noqa: F401  (re-exported)
     RecipeError, apply_overrides, deep_merge, resolve_raw)
+from cdm_bench.distill.validate_config import ValidateConfig
 
 PRECISIONS = ("fp32", "bf16")
 #: train.* keys that may change on resume (everything else must match the checkpoint's recipe)
@@ -161,10 +162,11 @@ class RecipeConfig:
     fake: FakeConfig = field(default_factory=FakeConfig)
     student: StudentConfig = field(default_factory=StudentConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    validate: ValidateConfig | None = None  # validation during training (cdm_bench.distill.validate)
 
 
-PLAIN_SECTIONS = {"student": StudentConfig, "train": TrainConfig}
-TOP_KEYS = ("name", "description", "base", "model", "schedule", "losses", "fake", "student", "train")
+PLAIN_SECTIONS = {"student": StudentConfig, "train": TrainConfig, "validate": ValidateConfig}
+TOP_KEYS = ("name", "description", "base", "model", "schedule", "losses", "fake", "student", "train", "validate")
 
 
 # -- loading ---------------------------------------------------------------------------------------
@@ -189,6 +191,7 @@ def parse_recipe(raw: dict) -> RecipeConfig:
         fake=_parse_fake(_section(raw, "fake")),
         student=parse_dataclass(StudentConfig, _section(raw, "student"), ("student",)),
         train=parse_dataclass(TrainConfig, _section(raw, "train"), ("train",)),
+        validate=parse_dataclass(ValidateConfig, _section(raw, "validate"), ("validate",)) if raw.get("validate") else None,
     )
 
 
@@ -381,5 +384,6 @@ def recipe_to_dict(cfg: RecipeConfig) -> dict:
                  "student_merge": cfg.fake.student_merge},
         "student": dataclasses.asdict(cfg.student),
         "train": dataclasses.asdict(cfg.train),
+        **({"validate": dataclasses.asdict(cfg.validate)} if cfg.validate is not None else {}),
     }
 

@@ -21,7 +21,8 @@ from cdm_bench.distill.checkpoint import latest_checkpoint, load_meta, load_stat
 from cdm_bench.errors import RecipeError, RunNotFoundError
 
 
-def export(checkpoint: str | Path, out_dir: str | Path, ema: bool = True, copy_base: bool = False) -> Path:
+def export(checkpoint: str | Path, out_dir: str | Path, ema: bool = True, copy_base: bool = False,
+           step: int | str | None = None) -> Path:
     """Write the student (its EMA weights by default) of ``checkpoint`` to ``out_dir``.
 
     ``checkpoint`` may be a checkpoint directory or a run directory (its latest checkpoint).
@@ -31,7 +32,16 @@ def export(checkpoint: str | Path, out_dir: str | Path, ema: bool = True, copy_b
     The model is built on the meta device and takes the checkpoint's tensors (no second copy).
     Returns ``out_dir``.
     """
+    from cdm_bench.distill.checkpoint import BEST, checkpoint_path
+
     checkpoint, out_dir = Path(checkpoint), Path(out_dir)
+    if step is not None:  # a run directory's checkpoint of that step, or its best/
+        checkpoint = checkpoint / BEST if str(step) == BEST else checkpoint_path(checkpoint, _step(step))
+        if not (checkpoint / "state.pt").is_file():
+            raise RunNotFoundError(f"no checkpoint {checkpoint} (--step {step}: "
+                                   f"{'the run has no validate.select, or no validation yet' if str(step) == BEST else 'not saved, or pruned by keep_checkpoints'})")
+        if str(step) == BEST and not ema:
+            raise RecipeError("--step best keeps the EMA weights only: drop --no-ema")
     if not (checkpoint / "state.pt").is_file():
         latest = latest_checkpoint(checkpoint)
         if latest is None:
@@ -55,6 +65,13 @@ def export(checkpoint: str | Path, out_dir: str | Path, ema: bool = True, copy_b
         {"checkpoint": str(checkpoint.resolve()), "step": meta["step"], "weights": which,
          "recipe": recipe}, indent=1))
     return out_dir
+
+
+def _step(step) -> int:
+    try:
+        return int(step)
+    except (TypeError, ValueError):
+        raise RecipeError(f"--step must be a student step number or 'best', got {step!r}") from None
 
 
 def _student_model(adapter, spec: dict, state: dict) -> torch.nn.Module:

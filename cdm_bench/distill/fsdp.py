@@ -79,6 +79,12 @@ def full_model_state(model: nn.Module) -> dict:
     return _dcp().get_model_state_dict(model, options=_full())
 
 
+def full_state_on_every_rank(model: nn.Module) -> dict:
+    """The full state dict on every rank, on the model's device (an unsharded copy for sampling)."""
+    dcp = _dcp()
+    return dcp.get_model_state_dict(model, options=dcp.StateDictOptions(full_state_dict=True, cpu_offload=False))
+
+
 def load_full_model_state(model: nn.Module, state: dict, broadcast_from_rank0: bool = False) -> None:
     """Load a full state dict (strict) into a sharded or plain model; every rank passes it, or,
     with ``broadcast_from_rank0``, rank 0 passes it and the others pass ``{}``."""

@@ -86,6 +86,12 @@ class Trainer:
         self.step = self.iteration = 0
         self.counts: Counter = Counter()
         self.adapter.sample_prompts(1, 0)  # a missing prompt set fails here, before any weights load
+        if cfg.validate is not None:  # so do a missing tracker package and validation prompt set
+            from cdm_bench.distill.trackers import check_tracker
+            from cdm_bench.prompts import load_prompt_set
+
+            check_tracker(cfg.validate.tracker)
+            load_prompt_set(cfg.validate.prompts, limit=cfg.validate.limit or None)
         self._build_models()
         self.opt_student = self._optimizer(self.student, cfg.student.optim)
         self.opt_fake = self._optimizer(self.fake, cfg.fake.optim)
@@ -148,12 +154,19 @@ class Trainer:
         from cdm_bench.progress import progress_bar
 
         tcfg, last = self.cfg.train, latest_checkpoint(self.out_dir)
+        validator = self._validator()
         if self.step >= tcfg.steps and last is not None:
+            if validator is not None:  # a run killed in its last validation finishes it
+                validator.run(self.step)
+                validator.close()
             return last
         logger = RunLogger(self.out_dir, tcfg.tensorboard) if self.rank == 0 else None
         bar = progress_bar(tcfg.steps, f"distill {self.cfg.name}", "step", initial=self.step,
                            disable=self.rank != 0 or not tcfg.progress)
         fake_logs: list[dict] = []
+        drifting = 0
+        if validator is not None and validator.due(self.step, tcfg.steps):  # step 0, or one a kill interrupted
+            validator.run(self.step)
         t0 = time.perf_counter()
         try:
             while self.step < tcfg.steps:
@@ -170,12 +183,41 @@ class Trainer:
                     logger.write(record)
                 if self.step % tcfg.checkpoint_every == 0 or self.step == tcfg.steps:
                     last = self.save()
+                if validator is not None and validator.due(self.step, tcfg.steps):
+                    summary = validator.run(self.step)  # (its time is logged apart from the steps')
+                    drifting = drifting + 1 if summary and summary["drift"] else 0 if summary else drifting
+                    if validator.cfg.stop_on_drift and drifting >= validator.cfg.stop_on_drift:
+                        last = self.save() if self.step % tcfg.checkpoint_every else last
+                        log.warning("stopping at step %d: %d validations in a row worse than the best "
+                                    "(validate.stop_on_drift)", self.step, drifting)
+                        break
                 t0 = time.perf_counter()
         finally:
             bar.close()
             if logger is not None:
                 logger.close()
+            if validator is not None:
+                validator.close()
         return last
+
+    def _validator(self):
+        if self.cfg.validate is None:
+            return None
+        from cdm_bench.distill.validate import Validator
+
+        return Validator(self)
+
+    def save_best(self, step: int, info: dict) -> None:
+        """``best/``: the EMA of the best validation (kept beyond ``keep_checkpoints``)."""
+        from cdm_bench.distill.checkpoint import save_best
+
+        state = {"ema": fsdp.full_model_state(self.ema.model), "step": step}
+        if self.rank == 0:
+            meta = {"recipe": self.cfg.name, "adapter": self.cfg.model.adapter,
+                    "adapter_kwargs": self.cfg.model.kwargs, "model_spec": self.model_spec,
+                    "world_size": self.world, "best": info}
+            save_best(self.out_dir, step, state, self.recipe, meta)
+        fsdp.barrier()
 
     def run_iteration(self, fake_logs: list) -> dict | None:
         """One batch: simulate, fake-teacher step, and (every update_ratio-th) a student step."""

@@ -121,9 +121,23 @@ class DiffusersGenerator(Generator):
         if clash:
             raise SpecError(f"pretrained_kwargs {clash}: use the `{RESERVED[clash[0]]}` spec key instead")
 
+    @classmethod
+    def from_pipeline(cls, pipe, **kwargs) -> "DiffusersGenerator":
+        """A generator over a pipeline in memory (validation during training: its transformer is
+        the student); its identity holds the transformer's content hash."""
+        from cdm_bench.generator import module_sha256
+
+        gen = cls(model="in-memory", **kwargs)
+        gen._source = hf.Source("in-memory", None)
+        gen._pipe = pipe
+        gen._nfe.attach(getattr(pipe, "transformer", None) or getattr(pipe, "unet", None))
+        gen._weights = module_sha256(pipe.transformer)
+        return gen
+
     # -- identity -----------------------------------------------------------------------------
     def spec(self) -> dict:
-        return {"model": self.model, "transformer": self.transformer, "steps": self.steps,
+        weights = {"weights_sha256": self._weights} if getattr(self, "_weights", None) else {}
+        return {**weights, "model": self.model, "transformer": self.transformer, "steps": self.steps,
                 "guidance": self.guidance, "sigmas": self.sigmas, "resolution": self.resolution,
                 "dtype": self.dtype, "attention_backend": self.attention_backend,
                 "pretrained_kwargs": self.pretrained_kwargs, "call_kwargs": self.all_call_kwargs(),
@@ -173,6 +187,8 @@ class DiffusersGenerator(Generator):
         hash is in the provenance (``component_sha256``)."""
         if self.transformer is not None:
             return hf.safetensors_sha256(hf.transformer_dir(Path(self.transformer)))
+        if getattr(self, "_weights", None):
+            return self._weights
         comps = self.component_hashes()
         return comps.get("transformer") or comps.get("unet")
 

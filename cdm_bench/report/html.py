@@ -78,6 +78,30 @@ def nfe_charts(wide: pd.DataFrame, metrics: dict[str, bool]) -> list[tuple[str, 
     return charts
 
 
+def step_charts(wide: pd.DataFrame, long: pd.DataFrame, metrics: dict[str, bool]) -> list[tuple[str, str]]:
+    """Quality against the training step (validation runs: ``cdm-bench leaderboard TRAIN_DIR/validation``),
+    one line per series (model and NFE entry), with the per-image metrics' 95 % intervals."""
+    import matplotlib.pyplot as plt
+
+    if "train_step" not in long or long["train_step"].isna().all():
+        return []
+    meta = long.drop_duplicates("generator").set_index("generator")[["train_step", "series"]]
+    keyed = wide.join(meta, on="generator").dropna(subset=["train_step"])
+    charts = []
+    for m in metrics:
+        fig, ax = plt.subplots(figsize=(4.5, 3))
+        for series, g in keyed.dropna(subset=[m]).groupby("series"):
+            g = g.sort_values("train_step")
+            lo, hi = g.get(f"{m}_ci_low"), g.get(f"{m}_ci_high")
+            err = None if lo is None or lo.isna().all() else np.vstack([(g[m] - lo).fillna(0), (hi - g[m]).fillna(0)])
+            ax.errorbar(g["train_step"], g[m], yerr=err, marker="o", capsize=3, label=series)
+        ax.set_xlabel("student step")
+        ax.set_title(f"{m} vs training step", fontsize=9)
+        ax.legend(fontsize=7)
+        charts.append((m, _svg(fig)))
+    return charts
+
+
 def _thumb(run: RunDir, record: dict) -> str | None:
     """A thumbnail data URI of a record's image, or None when the file is missing or is not the
     image its manifest names (a corrupt or replaced file is never shown as the run's)."""
@@ -156,6 +180,7 @@ def render_html(wide: pd.DataFrame, long: pd.DataFrame, n_prompts: int = 6, not_
     wide = wide.reset_index(drop=True)
     return Template((Path(__file__).parent / "report.html.j2").read_text()).render(
         metrics=metrics, rows=table_rows(wide, long, metrics), grid=image_grid(wide, long, n_prompts),
-        bars=bar_charts(wide, metrics), nfe=nfe_charts(wide, metrics), provenance=provenance(long),
+        bars=bar_charts(wide, metrics), nfe=nfe_charts(wide, metrics), steps=step_charts(wide, long, metrics),
+        provenance=provenance(long),
         not_evaluated=[str(r) for r in not_evaluated], escape=html.escape)
 

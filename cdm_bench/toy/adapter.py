@@ -86,6 +86,13 @@ class ToyAdapter(ModelAdapter):
         img = ((latents.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
         return img.permute(0, 2, 3, 1)
 
+    def validation_generator(self, model: nn.Module, entry):
+        from cdm_bench.toy.generator import ToyGenerator
+        from cdm_bench.toy.train import PRESETS
+
+        return ToyGenerator.from_module(model, preset=self.teacher if self.teacher in PRESETS else "demo",
+                                        nfe=entry.steps, guidance=entry.guidance, sigmas=entry.sigmas, shift=self.shift)
+
     def save_pretrained(self, model: nn.Module, out_dir: Path) -> dict:
         """The student's weights in ``out_dir`` and its generator spec: its sampling settings
         (:attr:`student_sampling`, the sampler's shift and the teacher's preset) and its folder

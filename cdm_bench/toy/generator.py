@@ -80,6 +80,19 @@ class ToyGenerator(Generator):
         self._model = None
         self._nfe = NFECounter(f"toy {self.recipe}")
 
+    @classmethod
+    def from_module(cls, module, preset: str = "demo", **kwargs) -> "ToyGenerator":
+        """A generator over a ToyFlowModel in memory (validation during training); its identity
+        holds the weights' content hash."""
+        from cdm_bench.generator import module_sha256
+
+        gen = cls(preset=preset, **kwargs)
+        gen.model_spec, gen.recipe = "in-memory", "student"
+        gen._model = module.eval()
+        gen._nfe.attach(gen._model)
+        gen._weights = module_sha256(module)
+        return gen
+
     # -- identity ----------------------------------------------------------------------------
     def _folder(self) -> Path:
         if self.model_spec == "teacher":
@@ -111,6 +124,8 @@ class ToyGenerator(Generator):
         return self.guidance
 
     def weights_hash(self) -> str:
+        if getattr(self, "_weights", None):
+            return self._weights
         return _sha256_file(_weights_file(self._folder()))
 
     # -- generation --------------------------------------------------------------------------

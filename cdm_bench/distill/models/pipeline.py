@@ -214,6 +214,17 @@ class PipelineAdapter(ModelAdapter):
     def _mu(self) -> float | None:
         return None
 
+    def validation_generator(self, model: nn.Module, entry):
+        """The export's generator class over this adapter's pipeline with ``model`` as its
+        transformer (in memory: nothing is written or read)."""
+        from cdm_bench.registry import GENERATORS
+
+        pipe = self._diffusers(self.pipeline_class)(**{**self.pipe.components, "transformer": model})
+        pipe.set_progress_bar_config(disable=True)
+        return GENERATORS.get(self.generator).from_pipeline(
+            pipe, nfe=entry.steps, guidance=entry.guidance, sigmas=entry.sigmas, resolution=self.resolution,
+            device=str(self.device))
+
     # -- export -------------------------------------------------------------------------------------
     def save_pretrained(self, model: nn.Module, out_dir: Path, copy_base: bool = False) -> dict:
         """The student transformer in ``out_dir/transformer``; with ``copy_base`` the whole pipeline
