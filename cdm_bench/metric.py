@@ -51,22 +51,28 @@ __all__ = ["Metric", "PerImageMetric", "Weights", "MissingDependencyError", "con
 
 def missing_packages(requires) -> list[str]:
     """The entries of ``requires`` that cannot be imported here, each with its reason. An entry
-    is a module (``"open_clip"``) or a module and the name set-up takes from it
-    (``"modelscope.pipelines:pipeline"``); it is imported as set-up imports it, so a package that is
-    installed but broken (a missing dependency of its own, a clashing pin) counts as missing."""
+    is a module (``"open_clip"``), a module and the name set-up takes from it
+    (``"modelscope.pipelines:pipeline"``), a loader set-up calls (``"pkg.mod:load()"``: called,
+    e.g. a compat shim that patches before it imports), or a package that must only be installed
+    (``"ImageReward?"``). It is imported as set-up imports it, so a package that is installed but
+    broken (a missing dependency of its own, a clashing pin) counts as missing."""
     import importlib
     import importlib.util
 
     out = []
     for entry in requires:
-        module, _, attr = str(entry).partition(":")
+        module, _, attr = str(entry).rstrip("?").partition(":")
         top = module.split(".")[0]
         if importlib.util.find_spec(top) is None:
             out.append(top)
             continue
+        if str(entry).endswith("?"):
+            continue
         try:
             obj = importlib.import_module(module)
-            if attr:
+            if attr.endswith("()"):
+                getattr(obj, attr[:-2])()
+            elif attr:
                 getattr(obj, attr)
         except Exception as exc:  # noqa: BLE001 - any import-time failure means "cannot run here"
             out.append(f"{entry} (installed, but importing it fails: {type(exc).__name__}: "

@@ -58,8 +58,9 @@ class ImageReward(PerImageMetric):
     version = "1"
     higher_is_better = True
     input_format = "pil"
-    requires = ("ImageReward", "fairscale", "timm", "torchvision", "transformers", "clip", "datasets",
-                "diffusers", "accelerate")  # `import ImageReward` imports all of them
+    # `import ImageReward` imports all of them; it is imported through the compat shim, as setup() does
+    requires = ("ImageReward?", "fairscale", "timm", "torchvision", "transformers", "clip", "datasets", "diffusers",
+                "accelerate", "metrics._compat_imagereward:import_imagereward()")
     extra = "eval"
     env_hint = "make eval-env"
 

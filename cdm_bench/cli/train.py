@@ -51,7 +51,9 @@ def run(args: argparse.Namespace) -> int:
 
         out = evaluate_after_training(Path(checkpoint).parent, args.then, checkpoint)
         if out is not None:
-            print(f"leaderboard: {out / 'leaderboard.csv'} (also .html, .md)")
+            from cdm_bench.rundir import leaderboard_paths
+
+            print(f"leaderboard: {leaderboard_paths(out)['csv']} (also .html, .md)")
     return 0
 
 

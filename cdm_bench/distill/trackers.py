@@ -41,7 +41,8 @@ class Trackers:
 
             import mlflow
 
-            if not os.environ.get("MLFLOW_TRACKING_URI"):
+            if not os.environ.get("MLFLOW_TRACKING_URI"):  # a local file store (mlflow 3 asks for the opt-in)
+                os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
                 mlflow.set_tracking_uri((Path(out_dir) / "mlruns").resolve().as_uri())
             mlflow.set_experiment(run_name)
             self.other = mlflow.start_run(run_name=run_name)

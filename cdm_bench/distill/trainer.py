@@ -21,10 +21,9 @@ run reproduces an uninterrupted one exactly.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import time
-from collections import Counter, defaultdict
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +41,7 @@ from cdm_bench.distill.lr import LinearWarmup
 from cdm_bench.distill.losses import LOSSES, run_queries
 from cdm_bench.distill.losses.base import bview
 from cdm_bench.distill.schedules import build_schedule
+from cdm_bench.distill.runlog import RunLogger, mean_dicts as _mean_dicts
 from cdm_bench.distill.simulate import TrajectoryPoint, simulate
 
 log = logging.getLogger(__name__)
@@ -362,38 +362,6 @@ class Trainer:
             save_checkpoint(self.out_dir, self.step, state, self.recipe, meta, self.cfg.train.keep_checkpoints)
         fsdp.barrier()
         return path
-
-
-class RunLogger:
-    """JSONL of every logged student step (+ TensorBoard scalars if enabled)."""
-
-    def __init__(self, out_dir: Path, tensorboard: bool):
-        self.file = open(Path(out_dir) / "log.jsonl", "a")
-        self.tb = None
-        if tensorboard:
-            from torch.utils.tensorboard import SummaryWriter
-            self.tb = SummaryWriter(str(Path(out_dir) / "tensorboard"))
-
-    def write(self, record: dict) -> None:
-        self.file.write(json.dumps(record) + "\n")
-        self.file.flush()
-        if self.tb is not None:
-            for key, value in record.items():
-                if key != "step" and isinstance(value, (int, float)):
-                    self.tb.add_scalar(key, value, record["step"])
-
-    def close(self) -> None:
-        self.file.close()
-        if self.tb is not None:
-            self.tb.close()
-
-
-def _mean_dicts(dicts: list[dict]) -> dict:
-    acc = defaultdict(list)
-    for d in dicts:
-        for k, v in d.items():
-            acc[k].append(v)
-    return {k: float(np.mean(v)) for k, v in acc.items()}
 
 
 def _to(cond, device: torch.device):
