@@ -178,3 +178,46 @@ def test_train_then_spec_ends_with_a_leaderboard_beside_the_teacher(tmp_path):
     before = (tmp_path / "run" / "after" / "leaderboard.csv").read_bytes()
     assert main(argv) == 0  # a finished run: nothing new
     assert (tmp_path / "run" / "after" / "leaderboard.csv").read_bytes() == before
+
+
+# -- sharded, and on the paper's models -------------------------------------------------------------------
+def test_two_process_torchrun_validates_sharded_like_one_process(tmp_path):
+    """Step 0 is the same model in both runs (the student starts as the teacher), so its
+    validation scores must be equal; 2 processes split the images between them."""
+    import os
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    block = validate_block(every=1)
+    over = {**tiny_overrides(steps=1), "validate": block}
+    sets = [x for k, v in over.items() for x in ("--set", f"{k}={json.dumps(v)}")]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+           "--master_port", str(port), "-m", "cdm_bench.cli.train", "dmd", *sets, "--out", str(tmp_path / "two")]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    train("dmd", over, tmp_path / "one")
+    two, one = (pd.read_csv(tmp_path / n / "validation.csv") for n in ("two", "one"))
+    pd.testing.assert_frame_equal(two[two["step"] == 0].reset_index(drop=True),
+                                  one[one["step"] == 0].reset_index(drop=True))
+    ranks = json.loads((tmp_path / "two" / "validation" / "step-000000" / "ema-nfe2" / "generation.json").read_text())
+    assert [r["images"] for r in ranks["timing"][-1]["ranks"]] == [8, 8]  # both ranks sampled their half
+
+
+@pytest.mark.parametrize("recipe", ["sd3_medium/cdm", "longcat/dmd"])
+def test_paper_recipes_validate_with_a_real_scorer_architecture(recipe, request, tmp_path):
+    sys.path.insert(0, str(ROOT / "tests" / "metrics"))
+    from clip_fixtures import tiny_clip
+    from test_pipeline_recipes import tiny
+
+    model_dir = request.getfixturevalue("tiny_sd3_dir" if recipe.startswith("sd3") else "tiny_longcat_dir")
+    clip = tiny_clip(tmp_path / "clip")
+    block = {"every": 1, "prompts": "smoke", "limit": 2, "nfe": [2], "metrics": [{"name": "clipscore", "model": str(clip)}],
+             "select": {"metric": "clipscore", "nfe": 2}, "batch_size": 2}
+    train(recipe, {**tiny(model_dir, steps=2), "validate": block}, tmp_path / "run")
+    csv = pd.read_csv(tmp_path / "run" / "validation.csv")
+    assert csv["step"].tolist() == [0, 1, 2] and csv["metric"].eq("clipscore").all() and csv["value"].notna().all()
+    gen = json.loads((tmp_path / "run" / "validation" / "step-000002" / "ema-nfe2" / "generation.json").read_text())
+    assert gen["provenance"]["nfe_measured"] == 2 and (tmp_path / "run" / "best" / "state.pt").is_file()
