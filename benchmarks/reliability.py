@@ -277,7 +277,9 @@ def fuzz_suite(minutes: float) -> dict:
 
 
 def write_markdown(res: dict, path: Path) -> None:
-    lines = ["# Reliability", "", f"`python benchmarks/reliability.py --seeds {res['seeds']}` on {res['cores']} cores, "
+    minutes = next((f["mode"].split("(")[1].split()[0] for f in res.get("fuzz", []) if f["mode"].startswith("long")), None)
+    lines = ["# Reliability", "", f"`python benchmarks/reliability.py --seeds {res['seeds']}"
+             f"{f' --fuzz-minutes {minutes}' if minutes else ''}` on {res['cores']} cores, "
              f"{res['environment']['time']}. Test doubles from `tests/dummy.py`: {N_PROMPTS} prompts x {SAMPLES} "
              f"samples; generate sleeps {GEN_SLEEP}s per batch of 4, evaluate {EVAL_SLEEP}s per batch of 4 "
              "(chunks of 16 images).", "",
