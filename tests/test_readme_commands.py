@@ -34,7 +34,8 @@ PLACEHOLDERS = {"NAME_OR_YAML": "toy", "SET_OR_FILE": "toy-small", "DIR": "d", "
                 "JSON": "{}", "C": "16", "D": "cpu", "T": "float32", "NAME": "x", "SPEC.yaml": "s.yaml",
                 "PATH": "python", "RECIPE": "cdm", "CHECKPOINT": "c", "RUN_DIR...": "r", "M,...": "m",
                 "G,...": "g", "PIPELINE_DIR_OR_HUB_ID": "a/b", "PROMPT_SET": "toy-small", "$HEAD": "localhost",
-                "key=value": "train.steps=1", "NAME[,INSTANCE=NAME...]": "toy_align", "W": "1"}
+                "key=value": "train.steps=1", "NAME[,INSTANCE=NAME...]": "toy_align", "W": "1", "SPEC": "s.yaml",
+                "N|best": "best"}
 
 
 def readme_commands() -> list[str]:
@@ -60,8 +61,8 @@ COMMANDS = {
     "cdm-bench leaderboard RUN_DIR... --out DIR [--reference NAME] [--metrics M,...] [--generators G,...]": PARSE,
     "cdm-bench run SPEC.yaml [--out DIR] [--eval-python PATH]": PARSE,
     "cdm-bench demo --out DIR [--quick] [--ablations]": PARSE,
-    "cdm-bench train RECIPE [--set key=value ...] [--out DIR] [--resume]": PARSE,
-    "cdm-bench export CHECKPOINT --out DIR [--ema/--no-ema]": PARSE,
+    "cdm-bench train RECIPE [--set key=value ...] [--out DIR] [--resume] [--then SPEC]": PARSE,
+    "cdm-bench export CHECKPOINT --out DIR [--ema/--no-ema] [--step N|best]": PARSE,
     "cdm-bench ls benchmarks": RUN,
     "cdm-bench run --dry-run sd3-medium-paper": RUN,
     "torchrun --nproc_per_node 8 -m cdm_bench run recipes/benchmarks/sd3-medium-paper.yaml": PARSE,
@@ -85,6 +86,11 @@ COMMANDS = {
     "cdm-bench export runs/distill/cdm-2proc --out runs/students/cdm": RUN,
     "accelerate launch --multi_gpu --num_processes 2 -m cdm_bench generate --generator "
     "runs/students/cdm/generator.yaml --prompts toy-small --out runs/cdm-student/toy-small": RUN,
+    "cdm-bench train dmd --set validate.every=50 --set 'validate.metrics=[toy_fid, toy_align]' --set "
+    "validate.select.metric=toy_fid --out runs/distill/dmd-watched": RUN,
+    "cdm-bench leaderboard runs/distill/dmd-watched/validation --out runs/distill/dmd-watched/report": RUN,
+    "cdm-bench export runs/distill/dmd-watched --step best --out runs/students/dmd-best": RUN,
+    "cdm-bench train dmd --out runs/distill/dmd-then --then recipes/benchmarks/toy-world.yaml": PARSE,
     "python benchmarks/world_validation.py --preset bench --cfg-sweep 2 3 4 6 --grid "
     "benchmarks/results/world_validation_bench.png --out benchmarks/results/world_validation_bench.csv --md "
     "benchmarks/results/world_validation_bench.md": PARSE,
@@ -193,8 +199,11 @@ def _argv(cmd: str, tiny_sd3_dir: Path) -> list[list[str]]:
         cmd = cmd.replace(old, new)
     out = []
     for argv in _expand(cmd):
-        if "cdm_bench.cli.train" in argv:  # the model's weights -> tiny ones
+        if "cdm_bench.cli.train" in argv or argv[:2] == ["cdm-bench", "train"]:  # the model's weights -> tiny ones
             argv = argv + (_tiny_sd3(tiny_sd3_dir) if "sd3_medium/cdm" in argv else _tiny_toy())
+            if any(a.startswith("validate.") for a in argv):  # and the validation: the tiny scorer, 4 prompts
+                argv += ["--set", "validate.prompts=toy-small", "--set", "validate.limit=4", "--set",
+                         "validate.metrics=[{name: toy_fid, scorer: tiny}, {name: toy_align, scorer: tiny}]"]
         if argv[0] == "cdm-bench":
             argv = [str(BIN / "cdm-bench"), *argv[1:]]
         elif argv[0] == "torchrun":

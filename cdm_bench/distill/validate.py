@@ -246,8 +246,10 @@ def headline(frame, step: int, cfg) -> str:
         before = rows[rows["step"] < step]
         if len(before):
             hib = bool(rows["higher_is_better"].iloc[0])
-            best = before["value"].max() if hib else before["value"].min()
-            text += f" ({now - float(before['value'].iloc[-1]):+.3g} since step {int(before['step'].iloc[-1])}, " \
-                    f"{now - best:+.3g} vs best)"
+            at = before["value"].idxmax() if hib else before["value"].idxmin()
+            best, best_step = float(before.loc[at, "value"]), int(before.loc[at, "step"])
+            better = now > best if hib else now < best
+            text += f" ({now - float(before['value'].iloc[-1]):+.3g} since step {int(before['step'].iloc[-1])}, " + \
+                    ("a new best)" if better else f"{now - best:+.3g} vs the best, step {best_step})")
         parts.append(text)
     return "; ".join(parts) or "no metric value"
