@@ -221,3 +221,28 @@ def test_paper_recipes_validate_with_a_real_scorer_architecture(recipe, request,
     assert csv["step"].tolist() == [0, 1, 2] and csv["metric"].eq("clipscore").all() and csv["value"].notna().all()
     gen = json.loads((tmp_path / "run" / "validation" / "step-000002" / "ema-nfe2" / "generation.json").read_text())
     assert gen["provenance"]["nfe_measured"] == 2 and (tmp_path / "run" / "best" / "state.pt").is_file()
+
+
+def test_train_then_killed_in_the_benchmark_resumes(tmp_path):
+    """SIGKILL while the spec's teacher row generates (after training and the export); the same
+    command again finishes the benchmark without retraining."""
+    import os
+
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("name: after\ngenerators: [{generator: 'dummy:DummyGenerator', name: teacher-row}]\n"
+                    "prompts: [{set: toy-small, limit: 8}]\nmetrics: [{name: toy_align, scorer: tiny}]\n")
+    sets = [x for k, v in {**tiny_overrides(steps=2), "validate": validate_block(nfe=[2], metrics=[TOY_METRICS[1]],
+                                                                                 select={"metric": "toy_align"})}.items()
+            for x in ("--set", f"{k}={json.dumps(v)}")]
+    cmd = [sys.executable, "-m", "cdm_bench", "train", "dmd", *sets, "--out", str(tmp_path / "run"), "--then", str(spec)]
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "tests")}
+    killed = subprocess.run(cmd, cwd=ROOT, env={**env, "CDM_TEST_KILL_GEN_AFTER": "3"}, capture_output=True,
+                            text=True, timeout=600)
+    assert killed.returncode == -9 and (tmp_path / "run" / "after" / "student" / "generator.yaml").is_file()
+    log = (tmp_path / "run" / "log.jsonl").read_text()
+    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert (tmp_path / "run" / "log.jsonl").read_text() == log  # not trained again
+    wide = pd.read_csv(tmp_path / "run" / "after" / "leaderboard.csv")
+    assert len(wide) == 2 and "teacher-row" in set(wide["generator"])
+    assert any(g.startswith("dmd-step") for g in wide["generator"]) and wide["toy_align"].notna().all()
