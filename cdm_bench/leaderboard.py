@@ -79,6 +79,8 @@ def _run_rows(run: RunDir) -> list[dict]:
         lo = hi = float("nan")
         if not stale and m.get("per_image") and scores is not None and name in scores:
             lo, hi = prompt_bootstrap_ci(scores, name)
+        elif not stale and "ci_low" in (m.get("values") or {}):  # a set-level metric's chunk bootstrap
+            lo, hi = m["values"]["ci_low"], m["values"]["ci_high"]
         base = {"generator": spec.get("name", run.root.name), "recipe": spec.get("recipe", "unknown"),
                 "nfe": nfe, "cfg": cfg,
                 "prompts": f"{ps.get('name')}@{ps.get('version')}", "metric": name,
