@@ -30,10 +30,13 @@ def _full():
 
 def init_distributed() -> tuple[int, int]:
     """Join the process group that ``torchrun`` describes in the environment; (rank, world)."""
-    from cdm_bench.dist import check_launcher
+    from cdm_bench.dist import check_launcher, die_with_launcher
 
     check_launcher()
+    die_with_launcher()  # a killed torchrun takes its training workers with it
     world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1:  # several processes: the checkpoint code is imported before any sharding, as it
+        _dcp()     # always was (only a single process defers it to its first state dict)
     if world > 1 and not dist.is_initialized():
         backend = "nccl" if torch.cuda.is_available() else "gloo"
         dist.init_process_group(backend)
