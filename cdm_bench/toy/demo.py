@@ -24,10 +24,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
-import yaml
 
 from cdm_bench.paths import recipes_dir
 from cdm_bench.rundir import RunDir, leaderboard_paths
+from cdm_bench.specfile import load_mapping
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +55,7 @@ class DemoReport:
 
 
 def demo_spec(quick: bool) -> dict:
-    spec = yaml.safe_load(SPEC_PATH.read_text())
+    spec = load_mapping(SPEC_PATH, "benchmark spec")
     if quick:
         spec = _retarget(spec, "quick")
         spec.update(prompts=["toy-small"], samples_per_prompt=2, name="toy-world-quick")
