@@ -14,30 +14,13 @@ from cdm_bench.errors import EvaluationInputError, SpecError
 from cdm_bench.evaluate import evaluate
 from cdm_bench.generate import generate, read_records
 from cdm_bench.leaderboard import write_leaderboard
-from cdm_bench.prompts import PromptSet, load_prompt_set
+from cdm_bench.prompts import load_prompt_set
 from cdm_bench.registry import METRICS
 from cdm_bench.rundir import RunDir
+from trust_helpers import gen, one_line, ps, tree
 
 ROOT = Path(__file__).resolve().parent.parent
 
-def _ps(n=4, name="t"):
-    return PromptSet(name, "1", [{"id": f"p{i}", "prompt": f"prompt {i}"} for i in range(n)])
-
-
-def _gen(out, samples=1, seed=0, overwrite=False, **spec):
-    return generate({"generator": "dummy", "name": "d", **spec}, _ps(), out, samples, seed=seed, overwrite=overwrite,
-                    progress=False)
-
-
-def _tree(root):
-    """Every path under ``root`` with its bytes (folders as None): a snapshot to compare."""
-    return {str(p.relative_to(root)): (p.read_bytes() if p.is_file() else None) for p in sorted(root.rglob("*"))}
-
-
-def _one_line(capsys, code):
-    err = capsys.readouterr().err.strip()
-    assert code == 2 and len(err.splitlines()) == 1 and "Traceback" not in err, err
-    return err
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -58,7 +41,7 @@ def _register():
 def test_out_of_range_generate_options(tmp_path, capsys, args, needle):
     t0 = time.perf_counter()
     code = main(["generate", "--generator", "dummy", "--prompts", "smoke", "--out", str(tmp_path / "g"), *args])
-    assert needle in _one_line(capsys, code) and time.perf_counter() - t0 < 5
+    assert needle in one_line(capsys, code) and time.perf_counter() - t0 < 5
     assert not (tmp_path / "g").exists()
 
 
@@ -79,7 +62,7 @@ def test_prompt_files_every_format_the_same_way(tmp_path):
 
 
 def test_a_manifest_joined_with_itself_is_refused(tmp_path):
-    run = _gen(tmp_path / "r")
+    run = gen(tmp_path / "r")
     m = run / "manifest.jsonl"
     m.write_text(m.read_text() * 2)
     with pytest.raises(EvaluationInputError, match="listed twice"):
@@ -89,14 +72,14 @@ def test_a_manifest_joined_with_itself_is_refused(tmp_path):
 
 @pytest.mark.parametrize("name", ["results.json", "scores.parquet"])
 def test_truncated_results_name_the_file_and_force(tmp_path, capsys, name):
-    run = _gen(tmp_path / "r")
+    run = gen(tmp_path / "r")
     evaluate(run, "mean_value", progress=False)
     f = run / name
     f.write_bytes(f.read_bytes()[: len(f.read_bytes()) // 2])
-    err = _one_line(capsys, main(["evaluate", "--images", str(run), "--metrics", "mean_value"]))
+    err = one_line(capsys, main(["evaluate", "--images", str(run), "--metrics", "mean_value"]))
     assert name in err and "--force" in err
     if name == "results.json":
-        assert name in _one_line(capsys, main(["leaderboard", str(run), "--out", str(tmp_path / "lb")]))
+        assert name in one_line(capsys, main(["leaderboard", str(run), "--out", str(tmp_path / "lb")]))
     assert main(["evaluate", "--images", str(run), "--metrics", "mean_value", "--force"]) == 0
     assert np.isfinite(RunDir(run).read_results()["metrics"]["mean_value"]["value"])
 
@@ -105,7 +88,7 @@ def test_out_at_a_file_or_an_unwritable_place_is_one_line(tmp_path, capsys, monk
     f = tmp_path / "file"
     f.write_text("x")
     for out in (f, f / "under"):
-        assert "is a file" in _one_line(capsys, main(["generate", "--generator", "dummy", "--prompts", "smoke",
+        assert "is a file" in one_line(capsys, main(["generate", "--generator", "dummy", "--prompts", "smoke",
                                                       "--out", str(out)]))
     import pathlib
 
@@ -113,21 +96,21 @@ def test_out_at_a_file_or_an_unwritable_place_is_one_line(tmp_path, capsys, monk
         raise PermissionError(13, "Permission denied", str(self))
 
     monkeypatch.setattr(pathlib.Path, "mkdir", denied)  # a read-only place (the tests run as root)
-    err = _one_line(capsys, main(["generate", "--generator", "dummy", "--prompts", "smoke", "--out",
+    err = one_line(capsys, main(["generate", "--generator", "dummy", "--prompts", "smoke", "--out",
                                   str(tmp_path / "ro" / "out")]))
     assert "Permission denied" in err
 
 
 def test_wrong_metric_option_types_fail_before_anything_is_written(tmp_path, capsys):
-    run = _gen(tmp_path / "r")
-    before = _tree(run)
+    run = gen(tmp_path / "r")
+    before = tree(run)
     for opts in ({"mean_value": {"scale": "2"}}, {"mean_value": {"scale": [1]}}, {"mean_value": {"batch_size": "8"}},
                  {"mean_value": {"batch_size": 0}}, {"mean_value": {"dtype": 3}}, {"mean_value": {"device": 1}}):
         code = main(["evaluate", "--images", str(run), "--metrics", "mean_value", "--metric-options", json.dumps(opts)])
-        _one_line(capsys, code)
+        one_line(capsys, code)
     deep = '{"mean_value": ' + "[" * 30000 + "]" * 30000 + "}"
-    _one_line(capsys, main(["evaluate", "--images", str(run), "--metrics", "mean_value", "--metric-options", deep]))
-    assert _tree(run) == before
+    one_line(capsys, main(["evaluate", "--images", str(run), "--metrics", "mean_value", "--metric-options", deep]))
+    assert tree(run) == before
 
 
 @pytest.mark.parametrize("text,needle", [
@@ -145,7 +128,7 @@ def test_malformed_and_hostile_yaml_is_one_line(tmp_path, capsys, text, needle):
     t0 = time.perf_counter()
     for argv in (["generate", "--generator", str(spec), "--prompts", "smoke", "--out", str(tmp_path / "o")],
                  ["run", str(spec), "--out", str(tmp_path / "o")], ["train", str(spec), "--out", str(tmp_path / "o")]):
-        assert needle in _one_line(capsys, main(argv)), argv
+        assert needle in one_line(capsys, main(argv)), argv
     assert time.perf_counter() - t0 < 10 and not (tmp_path / "o").exists()
 
 
@@ -154,7 +137,7 @@ def test_a_missing_eval_python_is_found_before_any_image(tmp_path, capsys):
     spec.write_text(json.dumps({"prompts": ["smoke"], "generators": [{"generator": "dummy", "name": "d"}],
                                 "metrics": ["mean_value", {"name": "mean_value", "alias": "m2",
                                                            "eval_python": str(tmp_path / "no-env" / "python")}]}))
-    assert "no such interpreter" in _one_line(capsys, main(["run", str(spec), "--out", str(tmp_path / "o")]))
+    assert "no such interpreter" in one_line(capsys, main(["run", str(spec), "--out", str(tmp_path / "o")]))
     assert not (tmp_path / "o").exists()
     assert main(["run", "--dry-run", str(spec)]) == 0
     assert "no: eval_python" in capsys.readouterr().out
@@ -226,7 +209,7 @@ def test_a_checkpoint_is_swapped_in_whole(tmp_path):
 
 
 def test_runs_never_evaluated_are_listed_not_dropped_silently(tmp_path):
-    a, b = _gen(tmp_path / "runs" / "a"), _gen(tmp_path / "runs" / "b", name="e", shade=3)
+    a, b = gen(tmp_path / "runs" / "a"), gen(tmp_path / "runs" / "b", name="e", shade=3)
     evaluate(a, "mean_value", progress=False)
     paths = write_leaderboard([tmp_path / "runs"], tmp_path / "lb")
     assert f"Not evaluated (no results.json yet): {b}" in paths["md"].read_text()
@@ -290,10 +273,10 @@ def test_batches_are_lowered_to_what_fits_in_memory(tmp_path, monkeypatch, caplo
 
     monkeypatch.setattr(validate, "BATCH_BYTES", 5 * 8 * 8 * 3)  # five 8x8 images
     with caplog.at_level(logging.WARNING):
-        run = generate({"generator": "dummy", "name": "d"}, _ps(8), tmp_path / "r", 2, batch_size=65536,
+        run = generate({"generator": "dummy", "name": "d"}, ps(8), tmp_path / "r", 2, batch_size=65536,
                        progress=False)
         res = evaluate(run, "mean_value", batch_size=65536, progress=False)
-    ref = _gen(tmp_path / "ref", samples=2)
+    ref = gen(tmp_path / "ref", samples=2)
     assert [r["sha256"] for r in read_records(run)][:8] == [r["sha256"] for r in read_records(ref)]
     assert res["metrics"]["mean_value"]["n"] == 16
     assert any("batch size 65536 lowered to 5" in r.getMessage() for r in caplog.records)
