@@ -20,6 +20,17 @@ def pytest_collection_modifyitems(config, items):
 
 
 @pytest.fixture(autouse=True)
+def _restored_environment():
+    """No test leaks an environment variable into the next (a leaked TQDM_DISABLE once silenced
+    a later test's progress bar, depending on the order)."""
+    before = dict(os.environ)
+    yield
+    if dict(os.environ) != before:
+        os.environ.clear()
+        os.environ.update(before)
+
+
+@pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path_factory, monkeypatch):
     """Trained toy artefacts are shared by the whole session, never the user's cache."""
     cache = tmp_path_factory.getbasetemp() / "cdm-bench-cache"

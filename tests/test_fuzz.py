@@ -91,7 +91,8 @@ class Scratch:
             (self.out / rel).parent.mkdir(parents=True, exist_ok=True)
             (self.out / rel).write_bytes(data)
         before = self.snapshot_outside()
-        os.environ["TQDM_DISABLE"] = "1"  # progress bars are not error lines
+        tqdm_was = os.environ.get("TQDM_DISABLE")
+        os.environ["TQDM_DISABLE"] = "1"  # progress bars are not error lines (restored below)
         err = io.StringIO()
         old = os.getcwd()
         os.chdir(self.cwd)
@@ -103,6 +104,10 @@ class Scratch:
                     code = exc.code
         finally:
             os.chdir(old)
+            if tqdm_was is None:
+                os.environ.pop("TQDM_DISABLE", None)
+            else:
+                os.environ["TQDM_DISABLE"] = tqdm_was
         text = err.getvalue().strip()
         assert code in (0, 2), (argv, code, text)
         if code == 2:
