@@ -5,7 +5,8 @@ cached per preset by :func:`cdm_bench.toy.artifacts.get_scorer`). Neither import
 
 * ``toy_align`` (higher is better): per image, the fraction of the prompt's attributes
   (colour x shape objects) that the scorer recognises.
-* ``toy_fid`` (lower is better): Frechet distance between the scorer's penultimate features
+* ``toy_fid`` (lower is better; its values also hold the ``mean_term`` and ``cov_term`` it is the
+  sum of): Frechet distance between the scorer's penultimate features
   of the generated images and of real world images rendered for the *same* prompts, with
   seeds ``meta["seed"] + REAL_SEED_OFFSET`` (so the reference matches the prompt
   distribution and never coincides with the ``toy-real`` generator's own images). The
@@ -212,7 +213,22 @@ class ToyFID(_ScorerMetric, TorchmetricsState, Metric):
         n = int(self.fid.fake_features_num_samples)
         if n < 2:
             raise RuntimeError(f"metric {self.name!r} needs at least 2 images, got {n}")
-        return {self.name: float(self.fid.compute()), "n": n}
+        mean_term, cov_term = self._terms()
+        return {self.name: float(self.fid.compute()), "n": n, "mean_term": mean_term, "cov_term": cov_term}
+
+    def _terms(self) -> tuple[float, float]:
+        """The distance's mean term |mu_r - mu_g|^2 and covariance term (they sum to it)."""
+        from cdm_bench.report.frontier import frechet_terms
+
+        f = self.fid
+        stats = []
+        for kind in ("real", "fake"):
+            n = getattr(f, f"{kind}_features_num_samples").double()
+            total = getattr(f, f"{kind}_features_sum").double()
+            mu = total / n
+            cov = (getattr(f, f"{kind}_features_cov_sum").double() - n * torch.outer(mu, mu)) / (n - 1)
+            stats += [mu.cpu().numpy(), cov.cpu().numpy()]
+        return frechet_terms(stats[0], stats[1], stats[2], stats[3])
 
     def reset(self) -> None:
         if self._fid is not None:

@@ -18,7 +18,7 @@ import logging
 import sys
 
 # subcommand modules; each exposes add_parser(subparsers) and sets func=callable(args) -> int
-SUBCOMMANDS = ["ls", "phases", "run", "demo", "train", "export"]
+SUBCOMMANDS = ["ls", "phases", "run", "demo", "train", "export", "sweep"]
 
 
 class _Parser(argparse.ArgumentParser):

@@ -6,7 +6,7 @@ the model is sampled by :meth:`ModelAdapter.validation_generator` through
 :func:`cdm_bench.generate.generate` into a run directory
 ``TRAIN_DIR/validation/step-<n>/<model>-<entry>/`` (fixed prompts and seeds: the same noise at
 every validation), scored by :func:`cdm_bench.evaluate.evaluate` with the recipe's metrics, and
-the results go to ``validation.csv`` (step, model, nfe, steps, metric, value, ci_low, ci_high;
+the results go to ``validation.csv`` (step, model, entry, steps, nfe, cfg, metric, value, ci_low, ci_high;
 rebuilt from the run directories, so a resumed run ends with the same file), TensorBoard (and
 ``validate.tracker``): scalars and an image grid per validation (one row per NFE entry), the
 log, ``best/`` (the EMA of the best validation by ``validate.select``) and a drift warning when
@@ -30,7 +30,7 @@ import numpy as np
 log = logging.getLogger("cdm_bench.distill")
 CSV = "validation.csv"
 DONE = "validated.json"
-COLUMNS = ["step", "model", "nfe", "steps", "guidance", "metric", "value", "ci_low", "ci_high", "higher_is_better"]
+COLUMNS = ["step", "model", "entry", "steps", "nfe", "cfg", "metric", "value", "ci_low", "ci_high", "higher_is_better"]
 
 
 class Validator:
@@ -123,7 +123,7 @@ class Validator:
         frame = write_csv(self.root, pending=step)
         now = frame[frame["step"] == step]
         tr = self._trackers()
-        tr.scalars({f"validation/{r.metric}@{r.nfe}" + ("" if r.model == "ema" else f"/{r.model}"): r.value
+        tr.scalars({f"validation/{r.metric}@{r.entry}" + ("" if r.model == "ema" else f"/{r.model}"): r.value
                     for r in now.itertuples() if np.isfinite(r.value)}, step)
         tr.scalars({"time/validation_s": seconds}, step)
         grid = image_grid(out, self.cfg)
@@ -147,7 +147,7 @@ class Validator:
         if key is None:
             return None, False
         metric, model, nfe = key
-        rows = frame[(frame["metric"] == metric) & (frame["model"] == model) & (frame["nfe"] == nfe)]
+        rows = frame[(frame["metric"] == metric) & (frame["model"] == model) & (frame["entry"] == nfe)]
         rows = rows[np.isfinite(rows["value"])].sort_values("step")
         if rows.empty or step not in set(rows["step"]):
             return None, False
@@ -177,9 +177,6 @@ def broadcast(obj):
 def collect(root: Path, pending: int | None = None) -> list[dict]:
     """validation.csv's rows from every validated step's run directories (and ``pending``'s, the
     step being validated now)."""
-    from cdm_bench.report.stats import prompt_bootstrap_ci
-    from cdm_bench.rundir import RunDir
-
     rows = []
     steps = {d.parent for d in Path(root).glob(f"step-*/{DONE}")}
     if pending is not None:
@@ -187,23 +184,40 @@ def collect(root: Path, pending: int | None = None) -> list[dict]:
     for folder in sorted(steps):
         step = int(folder.name.removeprefix("step-"))
         for run_dir in sorted(p for p in folder.iterdir() if p.is_dir()):
-            run = RunDir(run_dir)
-            res = run.read_results()
-            if not res:
-                continue
             model, _, label = run_dir.name.partition("-")
-            spec = res["generation"]["generator"]
-            steps = spec.get("nfe", spec.get("steps"))
-            scores = run.read_scores()
-            for name, m in sorted(res["metrics"].items()):
-                if m.get("status") != "ok":
-                    continue
-                lo, hi = (prompt_bootstrap_ci(scores, name) if m.get("per_image") and scores is not None
-                          and name in scores else (m.get("values", {}).get("ci_low", np.nan),
-                                                   m.get("values", {}).get("ci_high", np.nan)))
-                rows.append({"step": step, "model": model, "nfe": label, "steps": steps,
-                             "guidance": spec.get("guidance"), "metric": name, "value": m["value"], "ci_low": lo,
-                             "ci_high": hi, "higher_is_better": m.get("higher_is_better")})
+            rows += [{"step": step, "model": model, "entry": label, **r} for r in scored_rows(run_dir)]
+    return rows
+
+
+def scored_rows(run_dir: Path) -> list[dict]:
+    """One row per metric value of a scored run directory: sampler ``steps``, measured ``nfe``,
+    ``cfg``, metric, value, 95 % interval (per-image metrics: the prompt bootstrap; set-level:
+    the chunk bootstrap) and direction. A set-level metric's other values (e.g. toy_fid's
+    ``mean_term`` / ``cov_term``) are rows ``<metric>.<value>`` without an interval."""
+    from cdm_bench.report.stats import prompt_bootstrap_ci
+    from cdm_bench.rundir import RunDir
+
+    run = RunDir(run_dir)
+    res = run.read_results() if run.results_path.is_file() else None
+    if not res:
+        return []
+    gen = res["generation"]
+    spec, prov = gen["generator"], gen.get("provenance") or {}
+    head = {"steps": spec.get("steps", spec.get("nfe")), "nfe": prov.get("nfe_measured", spec.get("nfe_total")),
+            "cfg": spec.get("cfg", spec.get("guidance"))}
+    scores, rows = run.read_scores(), []
+    for name, m in sorted(res["metrics"].items()):
+        if m.get("status") != "ok":
+            continue
+        values = m.get("values", {})
+        lo, hi = (prompt_bootstrap_ci(scores, name) if m.get("per_image") and scores is not None and name in scores
+                  else (values.get("ci_low", np.nan), values.get("ci_high", np.nan)))
+        hib = m.get("higher_is_better")
+        rows.append({**head, "metric": name, "value": m["value"], "ci_low": lo, "ci_high": hi, "higher_is_better": hib})
+        for key, v in sorted(values.items()):
+            if key.endswith("_term") and isinstance(v, (int, float)):
+                rows.append({**head, "metric": f"{name}.{key}", "value": float(v), "ci_low": np.nan, "ci_high": np.nan,
+                             "higher_is_better": hib})
     return rows
 
 
@@ -237,7 +251,7 @@ def headline(frame, step: int, cfg) -> str:
     metric = cfg.select_key[0] if cfg.select_key else (frame["metric"].iloc[0] if len(frame) else None)
     parts = []
     for label in [e.label for e in cfg.entries]:
-        rows = frame[(frame["metric"] == metric) & (frame["nfe"] == label) & (frame["model"] == cfg.models[0])]
+        rows = frame[(frame["metric"] == metric) & (frame["entry"] == label) & (frame["model"] == cfg.models[0])]
         rows = rows.sort_values("step")
         if step not in set(rows["step"]):
             continue

@@ -50,8 +50,14 @@ def run(tmp_path_factory):
 def test_validation_writes_run_dirs_csv_tensorboard_grid_and_best(run, tmp_path):
     steps = sorted(int(p.name[5:]) for p in (run / "validation").glob("step-*"))
     assert steps == [0, 2, 4]
-    csv = pd.read_csv(run / "validation.csv")
-    assert len(csv) == 3 * 2 * 2 and set(csv["metric"]) == {"toy_fid", "toy_align"}
+    full = pd.read_csv(run / "validation.csv")
+    terms = full[full["metric"].isin(["toy_fid.mean_term", "toy_fid.cov_term"])]
+    csv = full[~full.index.isin(terms.index)]
+    assert len(csv) == 3 * 2 * 2 and set(csv["metric"]) == {"toy_fid", "toy_align"} and len(terms) == 3 * 2 * 2
+    both = terms.pivot_table(index=["step", "entry"], columns="metric", values="value").sum(axis=1)
+    fid = csv[csv["metric"] == "toy_fid"].set_index(["step", "entry"])["value"]
+    assert np.allclose(both.loc[fid.index], fid, rtol=1e-6)  # the Fréchet terms add up to the distance
+    assert set(csv["entry"]) == {"nfe2", "nfe1"} and set(csv["steps"]) == set(csv["nfe"]) == {1, 2}
     assert csv[["value", "ci_low", "ci_high"]].notna().all().all() and (csv["ci_low"] <= csv["ci_high"]).all()
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -61,7 +67,7 @@ def test_validation_writes_run_dirs_csv_tensorboard_grid_and_best(run, tmp_path)
     grids = acc.Images("validation/grid")
     assert [g.step for g in grids] == [0, 2, 4] and (grids[0].height, grids[0].width) == (2 * 32, 8 * 32)
     best = json.loads((run / "best" / "meta.json").read_text())["best"]
-    rows = csv[(csv["metric"] == "toy_fid") & (csv["nfe"] == "nfe2")]
+    rows = csv[(csv["metric"] == "toy_fid") & (csv["entry"] == "nfe2")]
     assert best["step"] == int(rows.loc[rows["value"].idxmin(), "step"])
     out = export(run, tmp_path / "best-student", step="best")
     assert (out / "generator.yaml").is_file()

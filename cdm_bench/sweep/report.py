@@ -1,0 +1,186 @@
+"""A sweep's report, from the stored validation scores only (nothing is trained or scored).
+
+Per validation entry (NFE), each method's points over its swept settings (x, y metrics of the
+spec's ``report:``), the reference curves (``reference:`` entries, e.g. the teacher over CFG) in
+every panel, 95 % intervals from the two-level bootstrap (seeds, then each seed's last ``last``
+validations), the points another method dominates beyond the intervals, a seed check (points on
+a panel's front with fewer than ``require_seeds`` seeds), the Fréchet split of any metric that
+stores ``mean_term``/``cov_term``, convergence curves and the frontier plot. Writes
+``SWEEP/report/`` frontier.csv, evaluations.csv, frontier.md, frontier.png, convergence.png and
+report.html.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+from pathlib import Path
+
+import pandas as pd
+
+from cdm_bench.report import frontier as F
+from cdm_bench.sweep.run import cell_dir, reference_dir
+from cdm_bench.sweep.spec import SweepSpec
+
+KEYS = ["method", "setting", "entry"]
+
+
+def evaluations(spec: SweepSpec, root: Path) -> pd.DataFrame:
+    """One row per (cell or reference point, validation step, entry, metric) in the report's model."""
+    from cdm_bench.distill.validate import scored_rows
+
+    model = spec.report.get("model") or ((spec.validate or {}).get("models") or ["ema"])[0]
+    frames = []
+    for cell in spec.cells:
+        path = cell_dir(root, cell) / "validation.csv"
+        if path.is_file():
+            v = pd.read_csv(path)
+            v = v[v["model"] == model]
+            frames.append(v.assign(method=cell.label, setting=cell.setting, seed=cell.seed, run=cell.name,
+                                   kind="cell"))
+    for point in spec.reference:
+        rows = scored_rows(reference_dir(root, point))
+        if rows:
+            v = pd.DataFrame(rows)
+            frames.append(v.assign(method=point.label, setting=point.setting, seed=point.seed, run=point.name,
+                                   kind="reference", step=0, model="-", entry=v["nfe"].map(lambda n: f"nfe{n}")))
+    if not frames:
+        return pd.DataFrame(columns=["method", "setting", "entry", "seed", "step", "metric", "value"])
+    return pd.concat(frames, ignore_index=True)
+
+
+def directions(ev: pd.DataFrame, metrics: list[str]) -> dict[str, bool]:
+    out = {}
+    for m in metrics:
+        hib = ev.loc[ev["metric"] == m, "higher_is_better"].dropna()
+        if hib.empty:
+            raise KeyError(f"the sweep's validations hold no {m!r} (metrics: {sorted(set(ev['metric']))})")
+        out[m] = bool(hib.iloc[0]) if not isinstance(hib.iloc[0], str) else hib.iloc[0].lower() == "true"
+    return out
+
+
+def tail_wide(ev: pd.DataFrame, metrics: list[str], last: int) -> pd.DataFrame:
+    """Each (run, entry)'s last ``last`` validation steps, one column per metric."""
+    ev = ev[ev["metric"].isin(metrics)].fillna({"steps": -1, "nfe": -1})
+    wide = ev.pivot_table(index=["kind", "run", *KEYS, "seed", "step", "steps", "nfe"], columns="metric",
+                          values="value", aggfunc="first").reset_index()
+    wide = wide.sort_values("step")
+    return wide.groupby(["run", "entry"], sort=False).tail(last)
+
+
+def frontier_table(spec: SweepSpec, ev: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
+    rep = spec.report
+    x, y = rep.get("x"), rep.get("y")
+    if not x or not y:
+        raise KeyError("the sweep spec's report block needs x and y (two metric names)")
+    dirs = directions(ev, [y, x])
+    wide = tail_wide(ev, [x, y], int(rep.get("last", 3)))
+    pts = F.points(wide, ["kind", *KEYS, "steps", "nfe"], [y, x], n_boot=int(rep.get("boot", F.N_BOOT)))
+    pts["steps_final"] = pts.apply(lambda r: int(wide[(wide["method"] == r["method"]) & (wide["setting"] == r["setting"])
+                                                      & (wide["entry"] == r["entry"])]["step"].max()), axis=1)
+    return pts, dirs
+
+
+def panels(pts: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """Per cell entry: its cells' points plus every reference point."""
+    refs = pts[pts["kind"] == "reference"]
+    entries = sorted(pts.loc[pts["kind"] == "cell", "entry"].unique(), key=_entry_order)
+    return {e: pd.concat([pts[(pts["kind"] == "cell") & (pts["entry"] == e)], refs]) for e in entries}
+
+
+def _entry_order(label: str):
+    digits = "".join(c for c in label.split("-")[0] if c.isdigit())
+    return (int(digits) if digits else 0, label)
+
+
+def _fmt_ci(r, m: str) -> str:
+    return f"{r[m]:.4g} [{r[f'{m}_lo']:.4g}, {r[f'{m}_hi']:.4g}]"
+
+
+def _name(r) -> str:
+    return f"{r['method']} {r['setting']} @{r['entry']}"
+
+
+def markdown(spec: SweepSpec, pts: pd.DataFrame, dirs: dict, ev: pd.DataFrame) -> str:
+    y, x = list(dirs)
+    need = int(spec.report.get("require_seeds", 1))
+    arrow = {True: "↑", False: "↓"}
+    lines = [f"# Sweep {spec.name}", "", spec.description or "", "",
+             f"Points: mean over seeds of each seed's mean over its last {spec.report.get('last', 3)} validations "
+             f"(references: one evaluation per noise seed); 95 % intervals from the two-level bootstrap "
+             f"(seeds, then evaluations). {y} {arrow[dirs[y]]}, {x} {arrow[dirs[x]]}.", ""]
+    for entry, p in panels(pts).items():
+        front = F.pareto_front(p, dirs)
+        dom = {(b["method"], b["setting"], b["entry"]): a for b, a in F.dominance(p, dirs)}
+        lines += [f"## {entry}", "", f"| method | setting | steps | NFE | seeds | {y} | {x} | front | dominated by |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        for idx, r in p.iterrows():
+            a = dom.get((r["method"], r["setting"], r["entry"]))
+            lines.append(f"| {r['method']} | {r['setting']} | {r['steps']} | {r['nfe']} | {r['n_seeds']} | "
+                         f"{_fmt_ci(r, y)} | {_fmt_ci(r, x)} | {'yes' if idx in front.index else ''} | "
+                         f"{_name(a) if a is not None else ''} |")
+        short = [f"{_name(r)} ({r['n_seeds']} of {need})" for idx, r in front.iterrows() if r["n_seeds"] < need]
+        lines += ["", f"Seed check: every front point has {need} seeds." if not short else
+                  f"Seed check: front points with fewer than {need} seeds: " + "; ".join(short) + ".", ""]
+    lines += frechet_section(ev, pts, y)
+    return "\n".join(lines) + "\n"
+
+
+def frechet_section(ev: pd.DataFrame, pts: pd.DataFrame, y: str) -> list[str]:
+    """The mean and covariance terms of ``y`` (when it stores them) at each point's last validations."""
+    terms = [f"{y}.mean_term", f"{y}.cov_term"]
+    if not set(terms) <= set(ev["metric"]):
+        return []
+    wide = tail_wide(ev, [y, *terms], 1).dropna(subset=terms)
+    if wide.empty:
+        return []
+    g = wide.groupby(KEYS, sort=True)[[y, *terms]].mean().reset_index()
+    lines = [f"## {y}: mean and covariance terms (last validation, mean over seeds)", "",
+             f"| method | setting | entry | {y} | mean term | cov term |", "|---|---|---|---|---|---|"]
+    lines += [f"| {r['method']} | {r['setting']} | {r['entry']} | {r[y]:.4g} | {r[terms[0]]:.4g} | {r[terms[1]]:.4g} |"
+              for _, r in g.iterrows()]
+    return lines + [""]
+
+
+def build_report(spec: SweepSpec, root: Path) -> dict[str, Path]:
+    from cdm_bench.atomic import atomic_write_text
+    from cdm_bench.errors import CdmBenchError
+    from cdm_bench.sweep import plots
+
+    ev = evaluations(spec, root)
+    if ev.empty:
+        raise CdmBenchError(f"no validation scores under {root} yet (run the sweep first: cdm-bench sweep SPEC)")
+    try:
+        pts, dirs = frontier_table(spec, ev)
+    except KeyError as exc:
+        raise CdmBenchError(str(exc.args[0])) from None
+    out = Path(root) / "report"
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"csv": out / "frontier.csv", "evaluations": out / "evaluations.csv", "md": out / "frontier.md",
+             "png": out / "frontier.png", "convergence": out / "convergence.png", "html": out / "report.html"}
+    atomic_write_text(paths["csv"], pts.assign(seeds=pts["seeds"].map(lambda s: " ".join(map(str, s)))).to_csv(index=False))
+    atomic_write_text(paths["evaluations"], ev.to_csv(index=False))
+    md = markdown(spec, pts, dirs, ev)
+    atomic_write_text(paths["md"], md)
+    plots.frontier_plot(panels(pts), dirs, paths["png"])
+    plots.convergence_plot(ev, list(dirs)[0], paths["convergence"])
+    atomic_write_text(paths["html"], html_page(spec, md, paths))
+    return paths
+
+
+def html_page(spec: SweepSpec, md: str, paths: dict) -> str:
+    try:
+        import markdown as _md  # (installed with tensorboard)
+
+        body = _md.markdown(md, extensions=["tables"])
+    except ImportError:
+        body = f"<pre>{html.escape(md)}</pre>"
+    imgs = "".join(f'<h2>{html.escape(k)}</h2><img alt="{k}" src="data:image/png;base64,'
+                   f'{base64.b64encode(paths[k].read_bytes()).decode()}" style="max-width:100%">'
+                   for k in ("png", "convergence") if paths[k].is_file())
+    style = "body{font-family:sans-serif;max-width:1200px;margin:2em auto}table{border-collapse:collapse}" \
+            "td,th{border:1px solid #ccc;padding:2px 6px;font-size:13px}"
+    return f"<!doctype html><html><head><meta charset='utf-8'><title>sweep {html.escape(spec.name)}</title>" \
+           f"<style>{style}</style></head><body>{body}{imgs}</body></html>"
+
+

@@ -1,0 +1,142 @@
+"""``cdm-bench sweep`` end to end at tiny size: two cells (a guidance grid) and a reference
+point run and validate; a re-run skips them; a cell killed with SIGKILL resumes to the same
+validation numbers; submitit's local executor gives the same results; --dry-run and --report."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "distill"))
+from distill_helpers import TINY_MODEL  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[2]
+METRICS = [{"name": "toy_fid", "scorer": "tiny"}, {"name": "toy_align", "scorer": "tiny"}]
+CELLS = ["dmd-dmd2.real_guidance_1-seed_0", "dmd-dmd2.real_guidance_2-seed_0"]
+
+
+def spec_file(folder: Path, steps: int = 3) -> Path:
+    spec = {"name": "tiny", "steps": steps, "threads": 1,
+            "set": {"model.teacher": "random", "model.model_config": TINY_MODEL, "train.batch_size": 2,
+                    "train.progress": False, "train.checkpoint_every": 1, "train.keep_checkpoints": 0},
+            "validate": {"every": 1, "prompts": "toy-small", "limit": 4, "samples_per_prompt": 2, "nfe": [1, 2],
+                         "metrics": METRICS, "chunk_size": 4, "bootstrap": 20},
+            "cells": [{"recipe": "dmd", "grid": {"losses.dmd2.real_guidance": [1.0, 2.0]}}],
+            "reference": [{"label": "teacher", "generator": {"generator": "toy", "preset": "tiny"},
+                           "grid": {"nfe": [2], "guidance": [1.0]}, "seeds": [0]}],
+            "report": {"x": "toy_align", "y": "toy_fid", "last": 2, "require_seeds": 2, "boot": 200}}
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "tiny.yaml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return path
+
+
+def sweep(*args, check=True, **kw):
+    proc = subprocess.run([sys.executable, "-m", "cdm_bench", "sweep", *map(str, args)], cwd=ROOT,
+                          capture_output=True, text=True, **kw)
+    if check:
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+@pytest.fixture(scope="module")
+def done(tmp_path_factory):
+    """A finished sweep (--jobs 2) and its spec."""
+    from cdm_bench.toy.artifacts import get_scorer
+
+    base = tmp_path_factory.mktemp("sweep")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("CDM_BENCH_CACHE", str(tmp_path_factory.getbasetemp() / "cdm-bench-cache"))
+        get_scorer("tiny")
+        spec = spec_file(base)
+        sweep(spec, "--out", base / "out", "--jobs", "2")
+        yield spec, base / "out"
+
+
+def _csv(out: Path, cell: str) -> pd.DataFrame:
+    return pd.read_csv(out / "cells" / cell / "validation.csv")
+
+
+def test_cells_train_validate_and_a_rerun_skips_them(done):
+    spec, out = done
+    for cell in CELLS:
+        v = _csv(out, cell)
+        assert sorted(v["step"].unique()) == [0, 1, 2, 3] and set(v["entry"]) == {"nfe1", "nfe2"}
+        assert {"toy_fid", "toy_align", "toy_fid.mean_term", "toy_fid.cov_term"} <= set(v["metric"])
+        assert (out / "cells" / cell / "checkpoint-000003").is_dir()
+    a, b = (_csv(out, c) for c in CELLS)
+    assert not a["value"].equals(b["value"])  # the grid value reached the recipe
+    dry = sweep(spec, "--out", out, "--dry-run").stdout
+    assert "3 jobs, 3 done, 0 to run" in dry
+    stamp = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
+    again = sweep(spec, "--out", out)
+    assert "every job is done" in again.stderr
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file() and "report" not in p.parts} == \
+        {p: t for p, t in stamp.items() if "report" not in p.parts}
+
+
+def test_report_tables_plots_and_seed_check(done):
+    spec, out = done
+    sweep(spec, "--out", out, "--report")
+    rep = out / "report"
+    pts = pd.read_csv(rep / "frontier.csv")
+    cells = pts[pts["kind"] == "cell"]
+    assert len(cells) == 4 and set(cells["entry"]) == {"nfe1", "nfe2"}  # 2 settings x 2 entries
+    assert (cells["evals_per_seed"] == 2).all() and (cells["n_seeds"] == 1).all()
+    ref = pts[pts["kind"] == "reference"].iloc[0]
+    assert (ref["method"], ref["setting"], ref["steps"], ref["nfe"]) == ("teacher", "nfe=2,guidance=1", 2, 2)
+    v = _csv(out, CELLS[0])
+    last2 = v[(v["metric"] == "toy_fid") & (v["entry"] == "nfe1") & (v["step"] >= 2)]["value"].mean()
+    row = cells[(cells["setting"] == "dmd2.real_guidance=1") & (cells["entry"] == "nfe1")].iloc[0]
+    assert row["toy_fid"] == pytest.approx(last2)  # the point is the mean of the last 2 validations
+    md = (rep / "frontier.md").read_text()
+    assert "## nfe1" in md and "fewer than 2 seeds" in md and "mean term" in md
+    for name in ("frontier.png", "convergence.png"):
+        assert (rep / name).stat().st_size > 5000
+    assert "data:image/png;base64" in (rep / "report.html").read_text()
+
+
+def test_a_cell_killed_with_sigkill_resumes_to_the_same_numbers(done, tmp_path):
+    spec, out = done
+    spec2 = spec_file(tmp_path)
+    proc = subprocess.Popen([sys.executable, "-m", "cdm_bench", "sweep", str(spec2), "--out", str(tmp_path / "out"),
+                             "--only", CELLS[0]], cwd=ROOT, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    target = tmp_path / "out" / "cells" / CELLS[0] / "checkpoint-000002"
+    deadline = time.time() + 240
+    while not target.is_dir() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert target.is_dir(), "the cell never reached step 2"
+    assert "at step" in sweep(spec2, "--out", tmp_path / "out", "--dry-run", "--only", CELLS[0]).stdout
+    sweep(spec2, "--out", tmp_path / "out", "--only", CELLS[0])
+    pd.testing.assert_frame_equal(_csv(tmp_path / "out", CELLS[0]), _csv(out, CELLS[0]), rtol=1e-6)
+
+
+def test_submitit_local_executor_runs_the_cells_with_the_same_results(done, tmp_path):
+    pytest.importorskip("submitit")
+    spec, out = done
+    sweep(spec, "--out", tmp_path / "out", "--executor", "submitit-local", "--only", "dmd-*")
+    for cell in CELLS:
+        pd.testing.assert_frame_equal(_csv(tmp_path / "out", cell), _csv(out, cell), rtol=1e-6)
+    assert any((tmp_path / "out" / "submitit").iterdir())
+
+
+def test_a_failing_cell_is_reported_and_the_others_run(tmp_path):
+    spec = yaml.safe_load(spec_file(tmp_path).read_text())
+    spec["cells"].append({"recipe": "no_such_recipe", "label": "broken"})
+    spec.pop("reference")
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    proc = sweep(path, "--out", tmp_path / "out", "--jobs", "2", "--only", "broken-*", check=False)
+    assert proc.returncode == 1 and "1 job(s) failed" in proc.stderr and "broken-seed_0.log" in proc.stderr
+    assert "no_such_recipe" in (tmp_path / "out" / "logs" / "broken-seed_0.log").read_text()
