@@ -95,6 +95,11 @@ COMMANDS = {
     "benchmarks/results/world_validation_bench.png --out benchmarks/results/world_validation_bench.csv --md "
     "benchmarks/results/world_validation_bench.md": PARSE,
     "benchmarks/world_sweep.sh": PARSE, "benchmarks/world_sweep.sh report": PARSE,
+    "cdm-bench sweep recipes/sweeps/world.yaml --dry-run": RUN,
+    "cdm-bench sweep recipes/sweeps/world.yaml --jobs 2": PARSE,
+    "cdm-bench sweep recipes/sweeps/world.yaml --only 'cdm-*'": PARSE,
+    "cdm-bench sweep recipes/sweeps/world.yaml --report": PARSE,
+    "cdm-bench sweep my-sweep.yaml --executor slurm": PARSE,
 }
 
 

@@ -56,26 +56,35 @@ def bar_charts(wide: pd.DataFrame, metrics: dict[str, bool]) -> list[tuple[str, 
 
 
 def nfe_charts(wide: pd.DataFrame, metrics: dict[str, bool]) -> list[tuple[str, str]]:
-    """Quality against NFE, one line per family (recipe and CFG scale) that has several NFEs."""
+    """Quality against NFE: a line per family (recipe and CFG scale) with several NFEs, and the
+    generators of single-NFE families (e.g. 4-NFE students) as labelled points beside them."""
     import matplotlib.pyplot as plt
 
     keyed = wide.assign(_family=[f"{r}" if pd.isna(c) or c == 1.0 else f"{r} cfg {c:g}"
                                  for r, c in zip(wide["recipe"], wide["cfg"])])
-    families = [f for f, g in keyed.groupby("_family") if g["nfe"].dropna().nunique() > 1]
+    counts = {f: g["nfe"].dropna().nunique() for f, g in keyed.groupby("_family")}
+    lines = [f for f, n in counts.items() if n > 1]
+    points = keyed[keyed["_family"].map(lambda f: counts.get(f, 0) == 1)]
     charts = []
-    for m in metrics if families else []:
+    for m in metrics if lines else []:
         fig, ax = plt.subplots(figsize=(4.5, 3))
-        for recipe in families:
+        for recipe in lines:
             g = keyed[keyed["_family"] == recipe].dropna(subset=["nfe", m]).sort_values("nfe")
-            lo, hi = g.get(f"{m}_ci_low"), g.get(f"{m}_ci_high")
-            err = None if lo is None or lo.isna().all() else np.vstack([(g[m] - lo).fillna(0), (hi - g[m]).fillna(0)])
-            ax.errorbar(g["nfe"], g[m], yerr=err, marker="o", capsize=3, label=recipe)
+            ax.errorbar(g["nfe"], g[m], yerr=_err(g, m), marker="o", capsize=3, label=recipe)
+        for _, g in points.dropna(subset=["nfe", m]).groupby("generator", sort=True):
+            ax.errorbar(g["nfe"], g[m], yerr=_err(g, m), marker="*", ms=9, capsize=3, linestyle="none",
+                        label=str(g["generator"].iloc[0]))
         ax.set_xscale("log")
         ax.set_xlabel("NFE")
         ax.set_title(f"{m} vs NFE", fontsize=9)
         ax.legend(fontsize=7)
         charts.append((m, _svg(fig)))
     return charts
+
+
+def _err(g: pd.DataFrame, m: str):
+    lo, hi = g.get(f"{m}_ci_low"), g.get(f"{m}_ci_high")
+    return None if lo is None or lo.isna().all() else np.vstack([(g[m] - lo).fillna(0), (hi - g[m]).fillna(0)])
 
 
 def step_charts(wide: pd.DataFrame, long: pd.DataFrame, metrics: dict[str, bool]) -> list[tuple[str, str]]:
