@@ -129,6 +129,11 @@ def run_submitit(jobs: list[Job], root: Path, kind: str, params: dict, bar) -> l
         import submitit
     except ImportError:
         raise CdmBenchError("executor slurm needs submitit: pip install 'cdm-bench[sweep]'") from None
+    import shutil
+
+    if kind == "slurm" and shutil.which("sbatch") is None:
+        raise CdmBenchError("executor slurm submits with SLURM's sbatch, which is not on PATH here (run the sweep "
+                            "on the cluster's login node; --executor local runs the cells on this machine)")
     folder = Path(root) / "submitit"
     ex = submitit.LocalExecutor(folder) if kind == "submitit-local" else submitit.AutoExecutor(folder, cluster="slurm")
     params = {"timeout_min": 60 * 24, **params}

@@ -140,3 +140,16 @@ def test_a_failing_cell_is_reported_and_the_others_run(tmp_path):
     proc = sweep(path, "--out", tmp_path / "out", "--jobs", "2", "--only", "broken-*", check=False)
     assert proc.returncode == 1 and "1 job(s) failed" in proc.stderr and "broken-seed_0.log" in proc.stderr
     assert "no_such_recipe" in (tmp_path / "out" / "logs" / "broken-seed_0.log").read_text()
+
+
+def test_a_two_process_cell_trains_under_torchrun(done, tmp_path):
+    spec = yaml.safe_load(spec_file(tmp_path, steps=2).read_text())
+    spec["cells"] = [{"recipe": "dmd", "label": "dmd_2proc", "nproc": 2, "set": {"train.batch_size": 1}}]
+    spec.pop("reference")
+    path = tmp_path / "two.yaml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    sweep(path, "--out", tmp_path / "out")
+    v = _csv(tmp_path / "out", "dmd_2proc-seed_0")
+    assert sorted(v["step"].unique()) == [0, 1, 2]
+    log = (tmp_path / "out" / "logs" / "dmd_2proc-seed_0.log").read_text()
+    assert "torch.distributed.run --standalone --nproc_per_node 2" in log

@@ -80,3 +80,25 @@ def test_the_shipped_sweeps_parse():
     assert "cdm-ca.guidance_7-seed_2" in names and "dmd-dmd2.real_guidance_8-seed_1" in names
     b128 = SweepSpec.from_yaml(recipes_dir() / "sweeps" / "world_b128.yaml")
     assert {c.nproc for c in b128.cells} == {2} and all("train.batch_size=64" in c.overrides(None) for c in b128.cells)
+
+
+def test_a_multi_process_cell_runs_under_torchrun_with_its_share_of_the_threads(tmp_path):
+    from cdm_bench.sweep.run import cell_job
+
+    spec = SweepSpec.from_dict({**BASE, "threads": 4, "cells": [{"recipe": "world/cdm", "nproc": 2}]})
+    job = cell_job(tmp_path, spec.cells[0], spec, python="py")
+    argv = job.commands[0]
+    assert argv[:7] == ["py", "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m"]
+    assert argv[-3:] == ["--out", str(tmp_path / "cells" / "cdm-seed_0"), "--resume"]
+    assert job.env["OMP_NUM_THREADS"] == "2" and job.log == tmp_path / "logs" / "cdm-seed_0.log"
+
+
+def test_executor_slurm_without_sbatch_is_one_line(tmp_path, monkeypatch):
+    pytest.importorskip("submitit")
+    from cdm_bench.errors import CdmBenchError
+    from cdm_bench.sweep.run import cell_job, run_submitit
+
+    monkeypatch.setenv("PATH", str(tmp_path))
+    spec = SweepSpec.from_dict(BASE)
+    with pytest.raises(CdmBenchError, match="sbatch, which is not on PATH"):
+        run_submitit([cell_job(tmp_path, spec.cells[0], spec)], tmp_path, "slurm", {}, None)
