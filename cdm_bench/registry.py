@@ -208,7 +208,15 @@ GENERATORS = Registry("generator", "cdm_bench.generators", _discover_generators,
 PROMPTS = Registry("prompt set", None, _discover_prompts)
 RECIPES = Registry("recipe", None, _discover_recipes)
 
+def _discover_sweeps(reg: Registry) -> None:
+    from cdm_bench.paths import recipes_dir
+
+    for path in sorted((recipes_dir() / "sweeps").glob("*.yaml")):
+        reg.register(path.stem, str(path), kind="file")
+
+
 BENCHMARKS = Registry("benchmark", None, _discover_benchmarks)
+SWEEPS = Registry("sweep", None, _discover_sweeps)
 
 REGISTRIES = {"metrics": METRICS, "generators": GENERATORS, "prompts": PROMPTS, "recipes": RECIPES,
-              "benchmarks": BENCHMARKS}
+              "benchmarks": BENCHMARKS, "sweeps": SWEEPS}

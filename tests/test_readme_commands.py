@@ -35,7 +35,7 @@ PLACEHOLDERS = {"NAME_OR_YAML": "toy", "SET_OR_FILE": "toy-small", "DIR": "d", "
                 "PATH": "python", "RECIPE": "cdm", "CHECKPOINT": "c", "RUN_DIR...": "r", "M,...": "m",
                 "G,...": "g", "PIPELINE_DIR_OR_HUB_ID": "a/b", "PROMPT_SET": "toy-small", "$HEAD": "localhost",
                 "key=value": "train.steps=1", "NAME[,INSTANCE=NAME...]": "toy_align", "W": "1", "SPEC": "s.yaml",
-                "N|best": "best"}
+                "N|best": "best", "N": "2", "PATTERN": "x*", "E": "local"}
 
 
 def readme_commands() -> list[str]:
@@ -53,7 +53,7 @@ def readme_commands() -> list[str]:
 RUN, PARSE = "run", "parse"
 COMMANDS = {
     "make demo": PARSE, "make test": PARSE,
-    "cdm-bench ls metrics|generators|prompts|recipes|benchmarks": RUN,
+    "cdm-bench ls metrics|generators|prompts|recipes|benchmarks|sweeps": RUN,
     "cdm-bench generate --generator NAME_OR_YAML --prompts SET_OR_FILE --out DIR [--samples-per-prompt K] "
     "[--batch-size B] [--seed S]": PARSE,
     "cdm-bench evaluate --images DIR --metrics NAME[,INSTANCE=NAME...] [--metric-options JSON] [--out DIR] "
@@ -63,6 +63,8 @@ COMMANDS = {
     "cdm-bench demo --out DIR [--quick] [--ablations]": PARSE,
     "cdm-bench train RECIPE [--set key=value ...] [--out DIR] [--resume] [--then SPEC]": PARSE,
     "cdm-bench export CHECKPOINT --out DIR [--ema/--no-ema] [--step N|best]": PARSE,
+    "cdm-bench sweep SPEC [--out DIR] [--jobs N] [--executor E] [--only PATTERN] "
+    "[--dry-run] [--report]": PARSE,
     "cdm-bench ls benchmarks": RUN,
     "cdm-bench run --dry-run sd3-medium-paper": RUN,
     "torchrun --nproc_per_node 8 -m cdm_bench run recipes/benchmarks/sd3-medium-paper.yaml": PARSE,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("ls", help="list registered metrics, generators, prompt sets or recipes")
-    p.add_argument("kind", choices=["metrics", "generators", "prompts", "recipes", "benchmarks"])
+    p = sub.add_parser("ls", help="list registered metrics, generators, prompt sets, recipes, benchmark specs or sweep specs")
+    p.add_argument("kind", choices=["metrics", "generators", "prompts", "recipes", "benchmarks", "sweeps"])
     p.set_defaults(func=run)
 
 
