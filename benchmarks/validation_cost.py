@@ -87,7 +87,7 @@ def write_md(res: dict, path: Path) -> None:
         lines.append(f"| {r['recipe']} | {r['teacher']} | {r['steps']} | {r['train_s']:.0f} | {r['validations']} | "
                      f"{r['validation_s']:.1f} | {r['per_validation_s']:.1f} | {100 * r['overhead']:.1f} % | "
                      f"{100 * r['projected_1000']:.1f} % |")
-    lines += ["", "Training time: the sum of the logged per-step times (each excludes any validation); validation time: "
+    lines += ["", "Training time: the per-step times logged at every step (train.log_every 1; each excludes any validation), summed; validation time: "
               "each validation's own wall time (sampling every model x NFE entry through `generate`, scoring through "
               "`evaluate`, the CSV, TensorBoard scalars and grid, best/)."]
     path.write_text("\n".join(lines) + "\n")
