@@ -44,18 +44,14 @@ def dry_run_table(rows: list) -> str:
 def run_sweep(spec: SweepSpec, root: Path, jobs: int = 1, executor: str | None = None,
               only: list[str] | None = None, python: str = sys.executable) -> list:
     """Run every unfinished job; returns the failed ``(job, message)`` pairs (the others ran)."""
-    from cdm_bench.atomic import atomic_write_text
     from cdm_bench.progress import progress_bar
     from cdm_bench.sweep import run as R
 
     executor = executor or spec.executor
-    root.mkdir(parents=True, exist_ok=True)
-    if spec.path is not None:  # the spec beside its results (rewritten only when it changed)
-        text = Path(spec.path).read_text(encoding="utf-8-sig")
-        copy = root / "sweep.yaml"
-        if not copy.is_file() or copy.read_text(encoding="utf-8") != text:
-            atomic_write_text(copy, text)
-    todo = [(kind, item) for kind, item, state in plan(spec, root, only) if state != "done"]
+    rows = plan(spec, root, only)
+    _refuse_changed(rows)
+    todo = [(kind, item) for kind, item, state in rows if state != "done"]
+    _keep_spec(spec, root)
     work = [R.cell_job(root, i, spec, python) if k == "cell" else R.reference_job(root, i, spec, python)
             for k, i in todo]
     work.sort(key=lambda j: j.folder.parent.name != R.REFERENCE)  # references first: they are short
@@ -72,3 +68,25 @@ def run_sweep(spec: SweepSpec, root: Path, jobs: int = 1, executor: str | None =
     finally:
         bar.close()
     return failed
+
+
+def _refuse_changed(rows: list) -> None:
+    changed = [f"{item.name} ({state})" for _, item, state in rows if state.startswith("changed")]
+    if changed:
+        from cdm_bench.errors import RunConflictError
+
+        raise RunConflictError(f"{len(changed)} cell folder(s) hold runs of another recipe than the spec now makes: "
+                               f"{'; '.join(changed[:3])}; restore the spec, give the entry a new 'label', or "
+                               f"move the folder away")
+
+
+def _keep_spec(spec: SweepSpec, root: Path) -> None:
+    """The spec beside its results (rewritten only when it changed)."""
+    from cdm_bench.atomic import atomic_write_text
+
+    root.mkdir(parents=True, exist_ok=True)
+    if spec.path is not None:
+        text = Path(spec.path).read_text(encoding="utf-8-sig")
+        copy = root / "sweep.yaml"
+        if not copy.is_file() or copy.read_text(encoding="utf-8") != text:
+            atomic_write_text(copy, text)

@@ -47,11 +47,32 @@ def reference_dir(root: Path, point: ReferencePoint) -> Path:
     return Path(root) / REFERENCE / point.name
 
 
+def cell_recipe(cell: Cell, spec: SweepSpec):
+    """The cell's resolved recipe (a bad recipe name or override is a one-line error naming the cell)."""
+    from cdm_bench.distill.config import load_recipe
+    from cdm_bench.errors import SpecError
+
+    try:
+        return load_recipe(cell.recipe, cell.overrides(spec.validate))
+    except CdmBenchError as exc:
+        raise SpecError(f"sweep cell {cell.name}: {exc}") from None
+
+
 def cell_state(root: Path, cell: Cell, spec: SweepSpec) -> str:
-    """``done``, ``at step N`` (resumes there) or ``new``."""
-    from cdm_bench.distill.checkpoint import PREFIX, latest_checkpoint
+    """``done``, ``at step N`` (resumes there), ``new``, or ``changed: ...`` (the folder holds a
+    run of another recipe: the spec was edited under it; it would refuse to resume)."""
+    import yaml
+
+    from cdm_bench.distill.checkpoint import (PREFIX, diff_dicts, latest_checkpoint, recipe_identity,
+                                              upgrade_saved_recipe)
 
     folder = cell_dir(root, cell)
+    cfg = cell_recipe(cell, spec)
+    if (folder / "recipe.yaml").is_file():
+        saved = upgrade_saved_recipe(yaml.safe_load((folder / "recipe.yaml").read_text()) or {})
+        diffs = diff_dicts(recipe_identity(saved), recipe_identity(cfg))
+        if diffs:
+            return "changed: " + "; ".join(diffs[:3]) + (" ..." if len(diffs) > 3 else "")
     last = latest_checkpoint(folder)
     if last is None:
         return "new"

@@ -131,15 +131,39 @@ def test_submitit_local_executor_runs_the_cells_with_the_same_results(done, tmp_
     assert any((tmp_path / "out" / "submitit").iterdir())
 
 
-def test_a_failing_cell_is_reported_and_the_others_run(tmp_path):
+def _variant(tmp_path: Path, name: str, cells: list) -> Path:
     spec = yaml.safe_load(spec_file(tmp_path).read_text())
-    spec["cells"].append({"recipe": "no_such_recipe", "label": "broken"})
+    spec["cells"] += cells
     spec.pop("reference")
-    path = tmp_path / "bad.yaml"
+    path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump(spec, sort_keys=False))
-    proc = sweep(path, "--out", tmp_path / "out", "--jobs", "2", "--only", "broken-*", check=False)
+    return path
+
+
+def test_a_failing_cell_is_reported_and_the_others_run(tmp_path):
+    path = _variant(tmp_path, "bad", [{"recipe": "dmd", "label": "broken", "set": {"model.teacher": "/no/such/teacher"}}])
+    proc = sweep(path, "--out", tmp_path / "out", "--jobs", "2", "--only", "broken-*", "--only", CELLS[0], check=False)
     assert proc.returncode == 1 and "1 job(s) failed" in proc.stderr and "broken-seed_0.log" in proc.stderr
-    assert "no_such_recipe" in (tmp_path / "out" / "logs" / "broken-seed_0.log").read_text()
+    assert "/no/such/teacher" in (tmp_path / "out" / "logs" / "broken-seed_0.log").read_text()
+    assert (tmp_path / "out" / "cells" / CELLS[0] / "validation.csv").is_file()  # the other cell ran
+
+
+def test_a_bad_recipe_or_override_is_refused_before_anything_runs(tmp_path):
+    for i, cell in enumerate([{"recipe": "no_such_recipe"}, {"recipe": "dmd", "label": "b", "set": {"losses.nope.weight": 1}}]):
+        proc = sweep(_variant(tmp_path, f"v{i}", [cell]), "--out", tmp_path / "out", check=False)
+        assert proc.returncode == 2 and "sweep cell" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_edited_spec_under_a_finished_cell_is_refused(done, tmp_path):
+    spec, out = done
+    edited = yaml.safe_load(spec.read_text())
+    edited["set"]["train.batch_size"] = 3  # same cell names, another recipe
+    path = tmp_path / "edited.yaml"
+    path.write_text(yaml.safe_dump(edited, sort_keys=False))
+    assert "changed: train.batch_size: 2 -> 3" in sweep(path, "--out", out, "--dry-run").stdout
+    proc = sweep(path, "--out", out, check=False)
+    assert proc.returncode == 2 and "hold runs of another recipe" in proc.stderr
 
 
 def test_a_two_process_cell_trains_under_torchrun(done, tmp_path):
