@@ -7,6 +7,7 @@ Third-party metrics register through the ``cdm_bench.metrics`` entry-point group
 BUILTIN_METRICS = {
     "toy_fid": "metrics.toy:ToyFID",
     "toy_align": "metrics.toy:ToyAlign",
+    "toy_diag": "metrics.toy_diag:ToyDiag",
     "clipscore": "metrics.clip_family:ClipScore",
     "pickscore": "metrics.clip_family:PickScore",
     "aesthetic": "metrics.clip_family:Aesthetic",

@@ -30,6 +30,7 @@ import numpy as np
 log = logging.getLogger("cdm_bench.distill")
 CSV = "validation.csv"
 DONE = "validated.json"
+SKIP_VALUES = {"n", "ci_low", "ci_high", "ci_level", "n_boot"}  # bookkeeping, not sub-values
 COLUMNS = ["step", "model", "entry", "steps", "nfe", "cfg", "metric", "value", "ci_low", "ci_high", "higher_is_better"]
 
 
@@ -192,8 +193,8 @@ def collect(root: Path, pending: int | None = None) -> list[dict]:
 def scored_rows(run_dir: Path) -> list[dict]:
     """One row per metric value of a scored run directory: sampler ``steps``, measured ``nfe``,
     ``cfg``, metric, value, 95 % interval (per-image metrics: the prompt bootstrap; set-level:
-    the chunk bootstrap) and direction. A set-level metric's other values (e.g. toy_fid's
-    ``mean_term`` / ``cov_term``) are rows ``<metric>.<value>`` without an interval."""
+    the chunk bootstrap) and direction. A metric's other values (e.g. toy_fid's ``mean_term`` /
+    ``cov_term``, toy_diag's ``count_acc``) are rows ``<metric>.<value>`` without an interval."""
     from cdm_bench.report.stats import prompt_bootstrap_ci
     from cdm_bench.rundir import RunDir
 
@@ -215,7 +216,7 @@ def scored_rows(run_dir: Path) -> list[dict]:
         hib = m.get("higher_is_better")
         rows.append({**head, "metric": name, "value": m["value"], "ci_low": lo, "ci_high": hi, "higher_is_better": hib})
         for key, v in sorted(values.items()):
-            if key.endswith("_term") and isinstance(v, (int, float)):
+            if key not in SKIP_VALUES and key != name and isinstance(v, (int, float)) and not isinstance(v, bool):
                 rows.append({**head, "metric": f"{name}.{key}", "value": float(v), "ci_low": np.nan, "ci_high": np.nan,
                              "higher_is_better": hib})
     return rows

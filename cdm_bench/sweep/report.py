@@ -4,8 +4,8 @@ Per validation entry (NFE), each method's points over its swept settings (x, y m
 spec's ``report:``), the reference curves (``reference:`` entries, e.g. the teacher over CFG) in
 every panel, 95 % intervals from the two-level bootstrap (seeds, then each seed's last ``last``
 validations), the points another method dominates beyond the intervals, a seed check (points on
-a panel's front with fewer than ``require_seeds`` seeds), the Fréchet split of any metric that
-stores ``mean_term``/``cov_term``, convergence curves and the frontier plot. Writes
+a panel's front with fewer than ``require_seeds`` seeds), a table of every metric's other
+values (toy_fid's Fréchet terms, toy_diag's background mix and counts), convergence curves and the frontier plot. Writes
 ``SWEEP/report/`` frontier.csv, evaluations.csv, frontier.md, frontier.png, convergence.png and
 report.html.
 """
@@ -122,24 +122,29 @@ def markdown(spec: SweepSpec, pts: pd.DataFrame, dirs: dict, ev: pd.DataFrame) -
         short = [f"{_name(r)} ({r['n_seeds']} of {need})" for idx, r in front.iterrows() if r["n_seeds"] < need]
         lines += ["", f"Seed check: every front point has {need} seeds." if not short else
                   f"Seed check: front points with fewer than {need} seeds: " + "; ".join(short) + ".", ""]
-    lines += frechet_section(ev, pts, y)
+    lines += subvalue_sections(ev)
     return "\n".join(lines) + "\n"
 
 
-def frechet_section(ev: pd.DataFrame, pts: pd.DataFrame, y: str) -> list[str]:
-    """The mean and covariance terms of ``y`` (when it stores them) at each point's last validations."""
-    terms = [f"{y}.mean_term", f"{y}.cov_term"]
-    if not set(terms) <= set(ev["metric"]):
-        return []
-    wide = tail_wide(ev, [y, *terms], 1).dropna(subset=terms)
-    if wide.empty:
-        return []
-    g = wide.groupby(KEYS, sort=True)[[y, *terms]].mean().reset_index()
-    lines = [f"## {y}: mean and covariance terms (last validation, mean over seeds)", "",
-             f"| method | setting | entry | {y} | mean term | cov term |", "|---|---|---|---|---|---|"]
-    lines += [f"| {r['method']} | {r['setting']} | {r['entry']} | {r[y]:.4g} | {r[terms[0]]:.4g} | {r[terms[1]]:.4g} |"
-              for _, r in g.iterrows()]
-    return lines + [""]
+def subvalue_sections(ev: pd.DataFrame) -> list[str]:
+    """Per metric that stores other values (toy_fid's Fréchet terms, toy_diag's background mix,
+    counts, ...): a table of them at each point's last validation, mean over seeds."""
+    subs = sorted(m for m in ev["metric"].unique() if "." in m)
+    lines = []
+    for parent in sorted({m.split(".", 1)[0] for m in subs}):
+        cols = [m for m in subs if m.startswith(parent + ".")]
+        wide = tail_wide(ev, [parent, *cols] if parent in set(ev["metric"]) else cols, 1)
+        have = [c for c in [parent, *cols] if c in wide.columns]
+        g = wide.groupby(KEYS, sort=True)[have].mean().reset_index()
+        if g.empty:
+            continue
+        heads = [c.split(".", 1)[-1] if "." in c else c for c in have]
+        lines += [f"## {parent}: its values (last validation, mean over seeds)", "",
+                  "| method | setting | entry | " + " | ".join(heads) + " |", "|---" * (3 + len(have)) + "|"]
+        lines += ["| " + " | ".join([str(r["method"]), str(r["setting"]), str(r["entry"])] + [f"{r[c]:.4g}" for c in have])
+                  + " |" for _, r in g.iterrows()]
+        lines.append("")
+    return lines
 
 
 def build_report(spec: SweepSpec, root: Path) -> dict[str, Path]:

@@ -223,8 +223,10 @@ def test_paper_recipes_validate_with_a_real_scorer_architecture(recipe, request,
     block = {"every": 1, "prompts": "smoke", "limit": 2, "nfe": [2], "metrics": [{"name": "clipscore", "model": str(clip)}],
              "select": {"metric": "clipscore", "nfe": 2}, "batch_size": 2}
     train(recipe, {**tiny(model_dir, steps=2), "validate": block}, tmp_path / "run")
-    csv = pd.read_csv(tmp_path / "run" / "validation.csv")
-    assert csv["step"].tolist() == [0, 1, 2] and csv["metric"].eq("clipscore").all() and csv["value"].notna().all()
+    full = pd.read_csv(tmp_path / "run" / "validation.csv")
+    csv = full[full["metric"] == "clipscore"]
+    assert csv["step"].tolist() == [0, 1, 2] and csv["value"].notna().all()
+    assert set(full["metric"]) == {"clipscore", "clipscore.truncated_prompts"}  # its sub-value, a row of its own
     gen = json.loads((tmp_path / "run" / "validation" / "step-000002" / "ema-nfe2" / "generation.json").read_text())
     assert gen["provenance"]["nfe_measured"] == 2 and (tmp_path / "run" / "best" / "state.pt").is_file()
 

@@ -19,7 +19,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "distill"))
 from distill_helpers import TINY_MODEL  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
-METRICS = [{"name": "toy_fid", "scorer": "tiny"}, {"name": "toy_align", "scorer": "tiny"}]
+METRICS = [{"name": "toy_fid", "scorer": "tiny"}, {"name": "toy_align", "scorer": "tiny"},
+           {"name": "toy_diag", "scorer": "tiny"}]
 CELLS = ["dmd-dmd2.real_guidance_1-seed_0", "dmd-dmd2.real_guidance_2-seed_0"]
 
 
@@ -98,7 +99,10 @@ def test_report_tables_plots_and_seed_check(done):
     row = cells[(cells["setting"] == "dmd2.real_guidance=1") & (cells["entry"] == "nfe1")].iloc[0]
     assert row["toy_fid"] == pytest.approx(last2)  # the point is the mean of the last 2 validations
     md = (rep / "frontier.md").read_text()
-    assert "## nfe1" in md and "fewer than 2 seeds" in md and "mean term" in md
+    assert "## nfe1" in md and "fewer than 2 seeds" in md
+    fid_part = md.split("## toy_fid: its values")[1]
+    assert "| toy_fid | cov_term | mean_term |" in fid_part and "count_acc" not in fid_part
+    assert "## toy_diag: its values" in md and "| count_acc | hf_rel | pix_std_rel |" in md
     for name in ("frontier.png", "convergence.png"):
         assert (rep / name).stat().st_size > 5000
     assert "data:image/png;base64" in (rep / "report.html").read_text()
