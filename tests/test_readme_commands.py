@@ -102,6 +102,7 @@ COMMANDS = {
     "cdm-bench sweep recipes/sweeps/world.yaml --only 'cdm-*'": PARSE,
     "cdm-bench sweep recipes/sweeps/world.yaml --report": PARSE,
     "cdm-bench sweep my-sweep.yaml --executor slurm": PARSE,
+    "cdm-bench sweep recipes/sweeps/world_b128.yaml": PARSE,
 }
 
 
