@@ -96,10 +96,12 @@ def test_dry_run_lists_the_plan_and_loads_nothing(tmp_path, monkeypatch, capsys)
 
 
 def test_the_paper_specs_validate(capsys):
-    for name in ("sd3-medium-paper", "longcat-image-paper"):
+    for name, runs in (("sd3-medium-paper", 20), ("longcat-image-paper", 8)):  # SD3: + the 3 public baselines
         assert main(["run", "--dry-run", name]) == 0
         out = capsys.readouterr().out
-        assert "8 generator x prompt-set runs" in out
+        assert f"{runs} generator x prompt-set runs" in out
+        if name == "sd3-medium-paper":
+            assert all(f"| {g}" in out for g in ("sd3-hypersd-8-cfg5", "sd3-tdm-4", "sd3-flash-4"))
         for metric in ("imagereward", "clipscore", "pickscore", "hpsv2", "hpsv3", "aesthetic", "ocr", "dpgbench", "fid"):
             assert f"| {metric}" in out, metric
         assert ".venv-hpsv3/bin/python" in out and "pickapic@" in out and re.search(r"\|\s+1065 \|", out)

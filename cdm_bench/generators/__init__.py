@@ -11,4 +11,7 @@ BUILTIN_GENERATORS = {
     "sd3-medium-turbo": "cdm_bench.generators.named:SD3MediumTurboGenerator",
     "longcat-image": "cdm_bench.generators.named:LongCatImageGenerator",
     "longcat-image-turbo": "cdm_bench.generators.named:LongCatImageTurboGenerator",
+    "sd3-hypersd": "cdm_bench.generators.baselines:SD3HyperSDGenerator",
+    "sd3-tdm": "cdm_bench.generators.baselines:SD3TDMGenerator",
+    "sd3-flash": "cdm_bench.generators.baselines:SD3FlashGenerator",
 }

@@ -55,7 +55,7 @@ RESERVED = {"torch_dtype": "dtype", "dtype": "dtype", "transformer": "transforme
 
 class DiffusersGenerator(Generator):
     recipe = "teacher"
-    path_keys = ("model", "transformer")
+    path_keys = ("model", "transformer")  # (lora/vae/scheduler paths: see swaps)
     #: a diffusers pipeline class name; None: whatever the folder's model_index.json names
     pipeline_class: str | None = None
     #: the transformer class a ``transformer:`` folder must hold (None: any diffusers model)
@@ -67,7 +67,10 @@ class DiffusersGenerator(Generator):
                  guidance: float | None = None, sigmas: list | None = ..., resolution: int | None = None,
                  dtype: str | None = None, device: str | None = None, offload: str | None = None,
                  attention_backend: str | None = None, pretrained_kwargs: dict | None = None,
-                 call_kwargs: dict | None = None, micro_batch: int | None = None):
+                 call_kwargs: dict | None = None, micro_batch: int | None = None, lora: list | dict | None = None,
+                 scheduler: dict | str | None = None, vae: dict | None = None):
+        from cdm_bench.generators import swaps
+
         d = self.defaults  # (sigmas=...: "not given", as null means "the scheduler's own schedule")
         self.model = model if model is not None else d.get("model")
         if not self.model:
@@ -82,9 +85,12 @@ class DiffusersGenerator(Generator):
         self.dtype = hf.resolve_dtype(dtype or d["dtype"], self.device)
         self.offload = offload or d["offload"]
         self.attention_backend = attention_backend
-        self.pretrained_kwargs = dict(pretrained_kwargs or {})
+        self.pretrained_kwargs = {**d.get("pretrained_kwargs", {}), **(pretrained_kwargs or {})}
         self.call_kwargs = dict(call_kwargs or {})
         self.micro_batch = micro_batch if micro_batch is not None else d.get("micro_batch", 1)
+        self.lora = swaps.parse_lora(lora if lora is not None else d.get("lora"))
+        self.scheduler = swaps.parse_scheduler(scheduler if scheduler is not None else d.get("scheduler"))
+        self.vae = swaps.parse_vae(vae if vae is not None else d.get("vae"))
         self._validate()
         self._pipe = None
         self._source: hf.Source | None = None
@@ -141,7 +147,15 @@ class DiffusersGenerator(Generator):
                 "guidance": self.guidance, "sigmas": self.sigmas, "resolution": self.resolution,
                 "dtype": self.dtype, "attention_backend": self.attention_backend,
                 "pretrained_kwargs": self.pretrained_kwargs, "call_kwargs": self.all_call_kwargs(),
-                "micro_batch": self.micro_batch}
+                "micro_batch": self.micro_batch, **self._swap_spec()}
+
+    def _swap_spec(self) -> dict:
+        """The swaps, with the sha256 of each file they load when it is here (identity)."""
+        if not (self.lora or self.scheduler or self.vae):
+            return {}
+        from cdm_bench.generators import swaps
+
+        return {"lora": self.lora, "scheduler": self.scheduler, "vae": self.vae, "swap_sha256": swaps.files_sha256(self)}
 
     def all_call_kwargs(self) -> dict:
         """Pipeline-call arguments beyond the common ones (subclasses add theirs)."""
@@ -157,9 +171,17 @@ class DiffusersGenerator(Generator):
 
     # -- weights ------------------------------------------------------------------------------
     def check_ready(self) -> None:
-        self.source()
-        if self.transformer is not None:
-            hf.transformer_dir(Path(self.transformer))
+        from cdm_bench.generators import swaps
+
+        missing = []
+        for check in (self.source, lambda: self.transformer and hf.transformer_dir(Path(self.transformer)),
+                      lambda: swaps.check_files(self)):
+            try:
+                check()
+            except MissingWeightsError as exc:
+                missing.append(str(exc))
+        if missing:  # every missing repo and file in one line
+            raise MissingWeightsError(" | ".join(missing))
 
     def source(self) -> hf.Source:
         if self._source is None:
@@ -201,6 +223,11 @@ class DiffusersGenerator(Generator):
                "steps": self.steps, "guidance": self.guidance, "component_sha256": self.component_hashes()}
         if self._sigmas_used is not None:
             out["effective_sigmas"] = self._sigmas_used
+        if self._pipe is not None and (self.lora or self.scheduler or self.vae):
+            from cdm_bench.generators import swaps
+
+            out.update(swap_sha256=swaps.files_sha256(self), scheduler_class=type(self._pipe.scheduler).__name__,
+                       vae_class=type(self._pipe.vae).__name__ if getattr(self._pipe, "vae", None) is not None else None)
         out.update(self._nfe.provenance(self.steps, self.guidance))
         return out if self._pipe is not None else {}
 

@@ -33,6 +33,10 @@ def load_pipeline(gen, source: hf.Source):
                         f"null needs it in pretrained_kwargs (e.g. {{text_encoder_3: null, tokenizer_3: null}})"
                         ) from None
     pipe.set_progress_bar_config(disable=True)
+    if gen.lora or gen.scheduler or gen.vae:
+        from cdm_bench.generators import swaps
+
+        swaps.apply(pipe, gen, dtype)
     place(pipe, gen.device, gen.offload)
     if gen.attention_backend:
         set_attention_backend(pipe.transformer, gen.attention_backend)

@@ -61,8 +61,8 @@ class LongCatImageGenerator(DiffusersGenerator):
                  guidance: float | None = None, sigmas: list | None = ..., resolution: int | None = None,
                  dtype: str | None = None, device: str | None = None, offload: str | None = None,
                  attention_backend: str | None = None, pretrained_kwargs: dict | None = None,
-                 call_kwargs: dict | None = None, micro_batch: int | None = None,
-                 enable_prompt_rewrite: bool = False):
+                 call_kwargs: dict | None = None, micro_batch: int | None = None, lora: list | dict | None = None,
+                 scheduler: dict | str | None = None, vae: dict | None = None, enable_prompt_rewrite: bool = False):
         if not isinstance(enable_prompt_rewrite, bool):
             raise SpecError(f"enable_prompt_rewrite must be true or false, got {enable_prompt_rewrite!r}")
         if "enable_prompt_rewrite" in (call_kwargs or {}):
@@ -71,7 +71,7 @@ class LongCatImageGenerator(DiffusersGenerator):
         super().__init__(model=model, transformer=transformer, nfe=nfe, guidance=guidance, sigmas=sigmas,
                          resolution=resolution, dtype=dtype, device=device, offload=offload,
                          attention_backend=attention_backend, pretrained_kwargs=pretrained_kwargs,
-                         call_kwargs=call_kwargs, micro_batch=micro_batch)
+                         call_kwargs=call_kwargs, micro_batch=micro_batch, lora=lora, scheduler=scheduler, vae=vae)
 
     def all_call_kwargs(self) -> dict:
         return {**self.call_kwargs, "enable_prompt_rewrite": self.enable_prompt_rewrite}
