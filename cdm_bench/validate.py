@@ -42,6 +42,16 @@ def fitting_batch(batch_size: int, bytes_per_image: int, what: str) -> int:
     return batch_size
 
 
+def known_keys(value, keys, what: str) -> dict:
+    """``value`` if it is a mapping whose keys are all in ``keys`` (one-line SpecError otherwise)."""
+    if not isinstance(value, dict):
+        raise SpecError(f"{what} must be a mapping with keys {sorted(keys)}, got {value!r}"[:300])
+    unknown = sorted(set(value) - set(keys), key=str)
+    if unknown:
+        raise SpecError(f"{what}: unknown keys {unknown}; known: {sorted(keys)}")
+    return value
+
+
 def int_in_range(value, name: str, lo: int, hi: int) -> int:
     """``value`` as an int within ``[lo, hi]``, else a one-line :class:`SpecError`."""
     if isinstance(value, bool) or not (isinstance(value, int) or (isinstance(value, float) and value.is_integer())):

@@ -34,12 +34,9 @@ DIFFUSERS_LORA = "pytorch_lora_weights.safetensors"
 
 
 def _known(value, keys: set, what: str) -> dict:
-    if not isinstance(value, dict):
-        raise SpecError(f"{what} must be a mapping with keys {sorted(keys)}, got {value!r}")
-    unknown = sorted(set(value) - keys)
-    if unknown:
-        raise SpecError(f"{what}: unknown keys {unknown}; known: {sorted(keys)}")
-    return dict(value)
+    from cdm_bench.validate import known_keys
+
+    return dict(known_keys(value, keys, what))
 
 
 def _config(value, what: str) -> dict:

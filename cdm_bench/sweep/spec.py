@@ -158,11 +158,9 @@ def fmt(value) -> str:
 
 
 def _known(raw, keys: set, where: str) -> None:
-    if not isinstance(raw, dict):
-        raise SpecError(f"{where} must be a mapping")
-    unknown = sorted(set(raw) - keys)
-    if unknown:
-        raise SpecError(f"{where}: unknown keys {unknown}; known: {sorted(keys)}")
+    from cdm_bench.validate import known_keys
+
+    known_keys(raw, keys, where)
 
 
 def _int(value, what: str, lo: int) -> int:
