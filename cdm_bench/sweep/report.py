@@ -180,10 +180,12 @@ def html_page(spec: SweepSpec, md: str, paths: dict) -> str:
         body = _md.markdown(md, extensions=["tables"])
     except ImportError:
         body = f"<pre>{html.escape(md)}</pre>"
-    imgs = "".join(f'<h2>{html.escape(k)}</h2><img alt="{k}" src="data:image/png;base64,'
+    titles = {"png": "Frontier", "convergence": f"Convergence ({spec.report.get('y')} against the training step)"}
+    imgs = "".join(f'<h2>{html.escape(t)}</h2><img alt="{k}" src="data:image/png;base64,'
                    f'{base64.b64encode(paths[k].read_bytes()).decode()}" style="max-width:100%">'
-                   for k in ("png", "convergence") if paths[k].is_file())
-    style = "body{font-family:sans-serif;max-width:1200px;margin:2em auto}table{border-collapse:collapse}" \
+                   for k, t in titles.items() if paths[k].is_file())
+    style = "body{font-family:sans-serif;max-width:1200px;margin:2em auto}" \
+            "table{border-collapse:collapse;display:block;overflow-x:auto}" \
             "td,th{border:1px solid #ccc;padding:2px 6px;font-size:13px}"
     return f"<!doctype html><html><head><meta charset='utf-8'><title>sweep {html.escape(spec.name)}</title>" \
            f"<style>{style}</style></head><body>{body}{imgs}</body></html>"
