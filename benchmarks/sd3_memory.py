@@ -3,6 +3,8 @@
     .venv/bin/python benchmarks/sd3_memory.py --out benchmarks/results/sd3_memory.md   (~2 min, 5.4 GiB RSS)
     .venv/bin/python benchmarks/sd3_memory.py --tiny --out /tmp/sd3_memory_tiny.md      (seconds)
 
+It ends with the LoRA recipe beside the full one at 1, 2 and 8 GPUs (benchmarks/lora_memory.py).
+
 The transformer (SD3-Medium's ``transformer/config.json``, random weights) is built with its
 parameters on the meta device (accelerate ``init_empty_weights``; the sin-cos ``pos_embed`` buffer
 is computed for real) and materialised once in bf16 (seeded normal(0, 0.02)). On CPU, for one
@@ -34,6 +36,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(Path(__file__).resolve().parent)]
 import cdm_bench  # noqa: E402,F401  (torchvision shim, before diffusers imports transformers)
 from memory_tools import LiveBytes, cuda_autocast_policy, peak_rss, saved_bytes, storages  # noqa: E402,F401
+from lora_memory import comparison, lora_counts  # noqa: E402
 from sd3_gpu_latency import SD3_MEDIUM, TINY, materialise_, meta_model, text_encoder_configs  # noqa: E402
 
 GiB = 2 ** 30
@@ -81,7 +84,7 @@ def counts(model) -> dict:
             "block_params": max(sum(p.numel() for p in b.parameters()) for b in blocks),
             "last_block_params": sum(p.numel() for p in blocks[-1].parameters()),
             "non_block_params": total - in_blocks, "blocks": len(blocks),
-            "buffer_bytes": sum(b.numel() * b.element_size() for b in model.buffers())}
+            "buffer_bytes": sum(b.numel() * b.element_size() for b in model.buffers()), **lora_counts(model)}
 
 
 def text_encoder_params(kind: str) -> dict:
@@ -282,7 +285,7 @@ def report(m: dict, e: dict, s: Setting, argv: list[str]) -> str:
         "output (the next block's input, kept by the checkpoint) + what the layers outside the blocks "
         "save.", "",
     ]
-    return "\n".join(lines + table(e, s, c, estimate(m, s, "autocast")))
+    return "\n".join(lines + table(e, s, c, estimate(m, s, "autocast")) + [""] + comparison(m, s, estimate, gib))
 
 
 def table(e: dict, s: Setting, c: dict, ac: dict) -> list[str]:
