@@ -19,7 +19,7 @@ $(VENV)/.installed: pyproject.toml Makefile
 	test -d $(VENV) || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q "$(TORCH_PIN)"
-	$(BIN)/pip install -q -e ".[train,dev,eval,ocr,fid,diversity,track,sweep]" "$(TORCH_PIN)" "$(TORCHVISION_PIN)"
+	$(BIN)/pip install -q -e ".[train,dev,eval,ocr,fid,diversity,track,sweep,judge]" "$(TORCH_PIN)" "$(TORCHVISION_PIN)"
 	$(BIN)/pip install -q --no-deps $(NODEPS_SCORERS)
 	$(BIN)/python -m cdm_bench.compat_install  # the torchvision hook in every process (accelerate launch too)
 	touch $@
