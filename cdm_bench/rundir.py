@@ -12,6 +12,8 @@ Layout (``generate`` writes the first four, ``evaluate`` the rest)::
                          and removed when the metric finishes; a killed evaluate resumes from it
     scores.parquet       per-image scores, one column per per-image metric instance
     results.json         per-set values, metric identities, status, the generation identity
+    pairwise/<instance>-<key>/   a pairwise metric against another run (``evaluate --against``):
+                         responses.jsonl (every raw answer), verdicts.csv, results.json
 
 Every write is atomic (a uniquely named temporary file, then ``os.replace``), so a reader sees
 a file whole or not at all, and concurrent writers never share a temporary name. Nothing
@@ -46,9 +48,10 @@ PARTS = "parts"
 SCORES = "scores.parquet"
 RESULTS = "results.json"
 SCORING = "scoring"
+PAIRWISE = "pairwise"
 LOCK = ".lock"
 #: every name cdm-bench writes at the top of a run directory
-OWN_NAMES = frozenset({IDENTITY, MANIFEST, IMAGES, PARTS, SCORES, RESULTS, SCORING, LOCK})
+OWN_NAMES = frozenset({IDENTITY, MANIFEST, IMAGES, PARTS, SCORES, RESULTS, SCORING, PAIRWISE, LOCK})
 PART_RE = re.compile(r"part-\d+-of-\d+\.jsonl")
 CHUNK_FILE_RE = re.compile(r"(chunk-\d+\.(parquet|safetensors)|(provenance|error)-r\d+\.json)")
 
@@ -98,6 +101,11 @@ class RunDir:
     @property
     def scoring_dir(self) -> Path:
         return self.root / SCORING
+
+    def pairwise_dir(self, instance: str, against_key: str) -> Path:
+        """``pairwise/<instance>-<key>/``: a pairwise metric's verdicts against another run
+        (``key``: that run's generation key and the judge's identity, hashed)."""
+        return self.root / PAIRWISE / f"{instance}-{against_key}"
 
     image_name = staticmethod(image_name)
 

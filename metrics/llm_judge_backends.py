@@ -95,23 +95,34 @@ class ResponseStore:
 
 @dataclass
 class Pair:
+    """One judged pair; ``load_a`` / ``load_b`` give each image's data URL when it is asked
+    (the images are read only then, never all at once)."""
+
     prompt_id: str
     k: int
     prompt: str
     sha_a: str
     sha_b: str
-    url_a: str
-    url_b: str
+    load_a: object
+    load_b: object
+
+    @property
+    def url_a(self) -> str:
+        return self.load_a() if callable(self.load_a) else self.load_a
+
+    @property
+    def url_b(self) -> str:
+        return self.load_b() if callable(self.load_b) else self.load_b
 
 
 def _round(backend, store: ResponseStore, pair: Pair, round_: int, parse_retries: int) -> tuple[str | None, str]:
     """(verdict or None, last error) of one round; stored answers are reused."""
     first, second = (pair.sha_a, pair.sha_b) if round_ == 1 else (pair.sha_b, pair.sha_a)
-    urls = [pair.url_a, pair.url_b] if round_ == 1 else [pair.url_b, pair.url_a]
     key = response_key(first, second, pair.prompt, backend.identity, round_)
     hit = store.get(key)
     if hit is not None and parse_verdict(hit["response"]) is not None:
         return parse_verdict(hit["response"]), ""
+    urls = [pair.url_a, pair.url_b] if round_ == 1 else [pair.url_b, pair.url_a]
     error = ""
     for _ in range(parse_retries + 1):
         try:

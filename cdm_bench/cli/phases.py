@@ -22,6 +22,9 @@ def add_parser(sub) -> None:
     e.add_argument("--metric-options", default=None,
                    help='JSON keyed by instance name, e.g. \'{"toy_fid": {"scorer": "quick", "batch_size": 64}}\'')
     e.add_argument("--out", default=None, help="default: the images directory")
+    e.add_argument("--against", default=None, metavar="DIR",
+                   help="pairwise metrics (llm_judge): judge --images against this run, image by image "
+                        "(same prompt id and sample); results go to --images' pairwise/ folder")
     e.add_argument("--batch-size", type=int, default=32, help="default batch size (a metric may set its own)")
     e.add_argument("--chunk-size", type=int, default=256,
                    help="images per flushed chunk (the most work a kill can lose, per process)")
@@ -73,12 +76,27 @@ def run_evaluate(args) -> int:
     from cdm_bench import dist
     from cdm_bench.evaluate import evaluate
 
+    if args.against:
+        return run_pairwise(args)
     res = evaluate(args.images, metric_list(args.metrics, args.metric_options), args.out,
                    args.batch_size, args.device, args.allow_partial, args.force,
                    chunk_size=args.chunk_size, dtype=args.dtype, num_workers=args.num_workers)
     if dist.world()[0] == 0:
         for name, m in res["metrics"].items():
             print(f"{name}\t{m.get('value')}\t{m.get('status')}")
+    return 0
+
+
+def run_pairwise(args) -> int:
+    from cdm_bench.errors import SpecError
+    from cdm_bench.pairwise import evaluate_pairwise
+
+    if args.out:
+        raise SpecError("--against writes into --images' own pairwise/ folder; leave out --out")
+    res = evaluate_pairwise(args.images, args.against, metric_list(args.metrics, args.metric_options), args.allow_partial)
+    for name, r in res.items():
+        print(f"{name}\twin {r.get('win', float('nan')):.3f} tie {r.get('tie', float('nan')):.3f} "
+              f"loss {r.get('loss', float('nan')):.3f} ({r['pairs']} pairs, {r['failed']} failed)\t{r['status']}")
     return 0
 
 

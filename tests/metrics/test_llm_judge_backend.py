@@ -5,86 +5,22 @@ and a second run that asks nothing already stored (the server counts requests)."
 
 from __future__ import annotations
 
-import base64
-import io
 import json
-import re
-import threading
-import time
-from collections import Counter
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
 import pytest
 
 pytest.importorskip("openai")
 
-from metrics.llm_judge_backends import OpenAIBackend, Pair, ResponseStore, judge_pairs  # noqa: E402
-from metrics.llm_judge_protocol import image_data_url  # noqa: E402
-
-
-def _brightness(url: str) -> float:
-    from PIL import Image
-
-    return float(np.asarray(Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1])))).mean())
-
-
-class Judge(BaseHTTPRequestHandler):
-    """Prefers the brighter image, except as scripted by the prompt's text."""
-
-    counts: Counter = Counter()
-    lock = threading.Lock()
-
-    def log_message(self, *args):  # quiet
-        pass
-
-    def _reply(self, code: int, body: dict) -> None:
-        data = json.dumps(body).encode()
-        self.send_response(code)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def do_POST(self):
-        req = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        user = req["messages"][1]["content"]
-        text = user[0]["text"]
-        prompt = re.search(r'\*\*Text Prompt:\*\* "(.*)"', text).group(1)
-        with self.lock:
-            Judge.counts[prompt] += 1
-            n = Judge.counts[prompt]
-        assert req["temperature"] == 0 and req["messages"][0]["role"] == "system"
-        if prompt.startswith("rate-limited") and n <= 2:
-            return self._reply(429, {"error": {"message": "slow down", "type": "rate_limit"}})
-        if prompt.startswith("flaky") and n == 1:
-            return self._reply(500, {"error": {"message": "boom"}})
-        if prompt.startswith("slow") and n == 1:
-            time.sleep(1.5)
-        if prompt.startswith("down"):
-            return self._reply(503, {"error": {"message": "unavailable"}})
-        first, second = (_brightness(c["image_url"]["url"]) for c in user[1:])
-        if prompt.startswith("garbage"):
-            answer = "Both images are lovely."
-        elif prompt.startswith("biased"):
-            answer = "Reasoning... [[Winner: Image A]]"
-        elif prompt.startswith("tie"):
-            answer = "[[Winner: Tie]]"
-        else:
-            answer = f"A is {'brighter' if first > second else 'darker'}. [[Winner: Image {'A' if first > second else 'B'}]]"
-        self._reply(200, {"id": "x", "object": "chat.completion", "created": 0, "model": req["model"],
-                          "choices": [{"index": 0, "finish_reason": "stop",
-                                       "message": {"role": "assistant", "content": answer}}],
-                          "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}})
+from judge_server import Judge, serve  # noqa: E402
 
 
 @pytest.fixture()
 def server():
-    Judge.counts = Counter()
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Judge)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}/v1"
-    httpd.shutdown()
+    yield from serve()
+
+from metrics.llm_judge_backends import OpenAIBackend, Pair, ResponseStore, judge_pairs  # noqa: E402
+from metrics.llm_judge_protocol import image_data_url  # noqa: E402
 
 
 def _pairs(prompts: list[str], a_brighter: list[bool]) -> list[Pair]:
@@ -112,9 +48,9 @@ def test_verdicts_retries_failures_and_a_resumed_run_asks_nothing_twice(server, 
     for p in ("garbage", "down"):  # never a verdict: failed, not a tie
         assert rows[p]["status"] == "failed" and rows[p]["winner"] is None and rows[p]["error"]
     assert Judge.counts["garbage"] == 2 and Judge.counts["down"] == 4  # parse retry once; 1 + 3 client retries
-    before = Counter(Judge.counts)
+    before = dict(Judge.counts)
     again = judge_pairs(backend, ResponseStore(tmp_path / "responses.jsonl"), pairs, concurrency=4, parse_retries=1)
-    asked = {p: Judge.counts[p] - before[p] for p in prompts}
+    asked = {p: Judge.counts[p] - before.get(p, 0) for p in prompts}
     assert all(asked[p] == 0 for p in prompts if rows[p]["status"] == "ok"), asked  # stored answers reused
     assert [r["winner"] for r in again if r["status"] == "ok"] == [rows[p]["winner"] for p in prompts
                                                                      if rows[p]["status"] == "ok"]

@@ -1,0 +1,122 @@
+"""The evaluate phase for pairwise metrics: ``cdm-bench evaluate --images A --against B
+--metrics llm_judge`` judges every image of A against B's image of the same (prompt id, sample
+index) and writes, in A's run directory, ``pairwise/<instance>-<key>/`` (``key``: B's generation
+key and the judge's identity): ``responses.jsonl`` (every raw answer, as it arrives),
+``verdicts.csv`` (one row per pair) and ``results.json`` (win / tie / loss of A against B with
+95 % prompt-bootstrap intervals, the consistency rate, the failed pairs). A killed run asks
+nothing twice. Image sets whose prompts differ are refused; a pair that got no verdict is failed
+(not a tie) and fails the call unless ``allow_partial``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+from pathlib import Path
+
+from cdm_bench.errors import EvaluationInputError, MetricFailedError, SpecError, UnknownNameError
+
+PAIRWISE_METRICS = {"llm_judge": "metrics.llm_judge:LLMJudge"}
+
+
+def build_pairwise(entry) -> tuple[str, object]:
+    """(instance name, metric) from ``name`` or ``{name, alias, **options}``."""
+    import importlib
+
+    from cdm_bench.safenames import safe_name
+    from cdm_bench.validate import check_kwargs
+
+    entry = {"name": entry} if isinstance(entry, str) else dict(entry)
+    name = entry.pop("name")
+    alias = safe_name(entry.pop("alias", None) or name, "metric instance name")
+    if name not in PAIRWISE_METRICS:
+        raise UnknownNameError(f"{name!r} is not a pairwise metric (known: {sorted(PAIRWISE_METRICS)}); "
+                               f"without --against, evaluate scores one run")
+    module, _, cls_name = PAIRWISE_METRICS[name].partition(":")
+    cls = getattr(importlib.import_module(module), cls_name)
+    check_kwargs(cls, entry, f"metric {name}")
+    return alias, cls(**entry)
+
+
+def pair_records(a, b) -> list[tuple[dict, dict]]:
+    """(A's record, B's record) per (prompt id, k); refused when the two runs' prompts differ."""
+    ra, rb = a.read_manifest(), b.read_manifest()
+    ka = {(r["prompt_id"], r["k"]): r for r in ra}
+    kb = {(r["prompt_id"], r["k"]): r for r in rb}
+    if set(ka) != set(kb):
+        only_a, only_b = sorted(set(ka) - set(kb))[:3], sorted(set(kb) - set(ka))[:3]
+        raise EvaluationInputError(f"{a.root} and {b.root} do not hold the same (prompt id, sample) set "
+                                   f"(only in the first: {only_a}; only in the second: {only_b})")
+    differ = [key for key in ka if ka[key]["prompt"] != kb[key]["prompt"]]
+    if differ:
+        raise EvaluationInputError(f"{a.root} and {b.root}: the prompt of {differ[0]} differs "
+                                   f"({ka[differ[0]]['prompt']!r} vs {kb[differ[0]]['prompt']!r}); judge runs of one prompt set")
+    return [(ka[key], kb[key]) for key in sorted(ka, key=lambda t: (str(t[0]), t[1]))]
+
+
+def _url_loader(run, record: dict, max_size: int):
+    def load() -> str:
+        from metrics.llm_judge_protocol import image_data_url
+
+        return image_data_url(run.load_images([record], verify=True)[0], max_size)
+    return load
+
+
+def evaluate_pairwise(images_dir, against_dir, metrics, allow_partial: bool = False) -> dict:
+    """Judge run ``images_dir`` against ``against_dir`` with each pairwise metric; returns
+    {instance: results} (also written)."""
+    from cdm_bench.rundir import RunDir, generation_key
+
+    a, b = RunDir(images_dir), RunDir(against_dir)
+    for run in (a, b):
+        if not run.is_complete():
+            raise EvaluationInputError(f"{run.root} is not a complete generation (no manifest.jsonl)")
+    if a.root.resolve() == b.root.resolve():
+        raise SpecError("--against names the same run as --images")
+    built = [build_pairwise(m) for m in (metrics if isinstance(metrics, list) else [metrics])]
+    for _, metric in built:  # packages, keys: before any image is read
+        metric.backend()
+    out = {}
+    with contextlib.ExitStack() as held:
+        held.enter_context(a.lock("evaluate --against (writing)", shared=False))
+        held.enter_context(b.lock("evaluate --against (reading)", shared=True))
+        pairs = pair_records(a, b)
+        key_b = generation_key(b.read_identity())
+        for instance, metric in built:
+            ident = {"judge": metric.describe(), "against": key_b}
+            key = hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:16]
+            out[instance] = _judge_one(a, b, instance, metric, ident, key, pairs, allow_partial)
+    return out
+
+
+def _judge_one(a, b, instance, metric, ident, key, pairs, allow_partial) -> dict:
+    import pandas as pd
+
+    from cdm_bench.atomic import atomic_write_json, atomic_write_text
+    from cdm_bench.report.pairwise import win_tie_loss
+    from metrics.llm_judge_backends import Pair, ResponseStore
+
+    folder = a.pairwise_dir(instance, key)
+    folder.mkdir(parents=True, exist_ok=True)
+    store = ResponseStore(folder / "responses.jsonl")
+    todo = [Pair(str(ra["prompt_id"]), int(ra["k"]), ra["prompt"], ra["sha256"], rb["sha256"],
+                 _url_loader(a, ra, metric.max_size), _url_loader(b, rb, metric.max_size)) for ra, rb in pairs]
+    rows = pd.DataFrame(metric.judge(todo, store))
+    atomic_write_text(folder / "verdicts.csv", rows.to_csv(index=False))
+    ok = rows[rows["status"] == "ok"]
+    stats = win_tie_loss(ok.assign(a="run", b="against")) if len(ok) else {}
+    failed = int((rows["status"] != "ok").sum())
+    res = {"metric": instance, "identity": ident, "against": {"path": str(b.root), "name": b.read_identity()
+                                                              .get("generator", {}).get("name")},
+           "status": "ok" if not failed else ("partial" if len(ok) else "failed"), "pairs": len(rows),
+           "failed": failed, "consistency": float(ok["consistent"].mean()) if len(ok) else float("nan"), **stats}
+    atomic_write_json(folder / "results.json", res)
+    if failed and not allow_partial:
+        raise MetricFailedError(f"{instance}: {failed} of {len(rows)} pairs got no verdict (e.g. "
+                                f"{rows.loc[rows['status'] != 'ok', 'error'].iloc[0]}); their answers are in "
+                                f"{folder / 'responses.jsonl'}; re-run to retry them, or pass --allow-partial")
+    return res
+
+
+__all__ = ["evaluate_pairwise", "pair_records", "PAIRWISE_METRICS", "Path"]

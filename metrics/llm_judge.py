@@ -1,0 +1,63 @@
+"""``llm_judge``: a pairwise metric — a VLM behind an OpenAI-compatible API compares a run's image
+with another run's image of the same (prompt id, sample index), twice with the positions swapped
+(the reference evaluation's protocol: :mod:`metrics.llm_judge_protocol`). Used through
+``cdm-bench evaluate --images A --against B --metrics llm_judge`` (:mod:`cdm_bench.pairwise`).
+
+Options: ``base_url`` and ``model`` (required), ``api_key_env`` (the environment variable holding
+the key; default OPENAI_API_KEY; local servers accept any value), ``concurrency`` (pairs judged at
+once, 8), ``max_retries`` (the client's retries with backoff on 429 / 5xx / timeouts, 5),
+``timeout`` (s per call, 120), ``parse_retries`` (an answer without a verdict asked again, 2),
+``max_size`` (long side of the images sent, 1024). Identity: the backend, model, server, template
+version (the key and the concurrency are not part of it).
+"""
+
+from __future__ import annotations
+
+from cdm_bench.errors import SpecError
+from metrics.llm_judge_protocol import TEMPLATE_VERSION
+
+
+class LLMJudge:
+    name = "llm_judge"
+    version = "1"
+    kind = "pairwise"
+    higher_is_better = True  # the win rate of the judged run against the other
+    extra = "judge"
+
+    def __init__(self, base_url: str | None = None, model: str | None = None, backend: str = "openai",
+                 api_key_env: str = "OPENAI_API_KEY", concurrency: int = 8, max_retries: int = 5,
+                 timeout: float = 120.0, parse_retries: int = 2, max_size: int = 1024):
+        from cdm_bench.validate import int_in_range
+
+        if backend != "openai":
+            raise SpecError(f"llm_judge backend {backend!r}: only 'openai' (any OpenAI-compatible server) so far")
+        if not base_url or not model:
+            raise SpecError("llm_judge needs base_url (an OpenAI-compatible server, e.g. http://localhost:8000/v1) "
+                            "and model (the served model's name)")
+        self.backend_name, self.base_url, self.model, self.api_key_env = backend, str(base_url), str(model), api_key_env
+        self.concurrency = int_in_range(concurrency, "llm_judge concurrency", 1, 256)
+        self.max_retries = int_in_range(max_retries, "llm_judge max_retries", 0, 50)
+        self.parse_retries = int_in_range(parse_retries, "llm_judge parse_retries", 0, 20)
+        self.max_size = int_in_range(max_size, "llm_judge max_size", 16, 8192)
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
+            raise SpecError(f"llm_judge timeout must be a positive number of seconds, got {timeout!r}")
+        self.timeout = float(timeout)
+        self._backend = None
+
+    def backend(self):
+        """The client (the package and the key are checked here, before any image is read)."""
+        if self._backend is None:
+            from metrics.llm_judge_backends import OpenAIBackend
+
+            self._backend = OpenAIBackend(self.base_url, self.model, self.api_key_env, self.timeout, self.max_retries)
+        return self._backend
+
+    def describe(self) -> dict:
+        return {"name": self.name, "version": self.version, "kind": self.kind, "backend": self.backend_name,
+                "model": self.model, "base_url": self.base_url, "template": TEMPLATE_VERSION,
+                "max_size": self.max_size}
+
+    def judge(self, pairs: list, store) -> list[dict]:
+        from metrics.llm_judge_backends import judge_pairs
+
+        return judge_pairs(self.backend(), store, pairs, self.concurrency, self.parse_retries)

@@ -1,0 +1,129 @@
+"""``cdm-bench evaluate --images A --against B --metrics llm_judge`` end to end through the CLI
+and the real openai client against a local OpenAI-compatible server: results in A's pairwise/
+folder; a re-run asks nothing; after a SIGKILL it resumes without repeating a stored call (the
+server counts requests); runs of different prompts are refused; a missing key or a pair without a
+verdict are one-line errors (exit 2 / 1) — the first before any image is read."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("openai")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "metrics"))
+from judge_server import Judge, serve  # noqa: E402
+
+
+@pytest.fixture()
+def server():
+    yield from serve()
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def cli(*args, env=None, check=True):
+    proc = subprocess.run([sys.executable, "-m", "cdm_bench", *map(str, args)], cwd=ROOT, capture_output=True,
+                          text=True, env={**os.environ, **(env or {})})
+    if check:
+        assert proc.returncode == 0, proc.stderr[-2000:]
+    return proc
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    from cdm_bench.generate import generate
+
+    base = tmp_path_factory.mktemp("pairs")
+    a = generate({"generator": "toy-real", "preset": "tiny"}, "toy-small", base / "a", limit=6, progress=False)
+    b = generate({"generator": "toy", "preset": "tiny", "nfe": 1}, "toy-small", base / "b", limit=6, progress=False)
+    other = generate({"generator": "toy", "preset": "tiny", "nfe": 1}, "toy-small", base / "c", limit=5,
+                     progress=False)
+    return a, b, other
+
+
+def _opts(url, model="judge", **extra):
+    return json.dumps({"llm_judge": {"base_url": url, "model": model, "api_key_env": "JK", "concurrency": 1,
+                                     "max_retries": 1, "timeout": 5, **extra}})
+
+
+def _results(a: Path, model: str) -> dict:
+    found = [json.loads(p.read_text()) for p in (a / "pairwise").glob("llm_judge-*/results.json")]
+    return next(r for r in found if r["identity"]["judge"]["model"] == model)
+
+
+def test_judge_a_run_against_another_and_rerun_asks_nothing(server, runs):
+    a, b, _ = runs
+    out = cli("evaluate", "--images", a, "--against", b, "--metrics", "llm_judge", "--metric-options", _opts(server),
+              env={"JK": "EMPTY"})
+    assert "6 pairs, 0 failed" in out.stdout and Judge.total == 12
+    res = _results(a, "judge")
+    assert res["status"] == "ok" and res["pairs"] == 6 and abs(res["win"] + res["tie"] + res["loss"] - 1) < 1e-9
+    assert res["against"]["path"] == str(b) and res["consistency"] == 1.0
+    cli("evaluate", "--images", a, "--against", b, "--metrics", "llm_judge", "--metric-options", _opts(server),
+        env={"JK": "EMPTY"})
+    assert Judge.total == 12  # every answer was stored
+
+
+def test_a_sigkilled_judge_resumes_without_repeating_a_stored_call(server, runs):
+    a, b, _ = runs
+    Judge.delay = 0.2
+    cmd = [sys.executable, "-m", "cdm_bench", "evaluate", "--images", str(a), "--against", str(b), "--metrics",
+           "llm_judge", "--metric-options", _opts(server, model="judge-kill")]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, "JK": "EMPTY"}, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while Judge.total < 5 and time.time() < deadline:
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    at_kill = Judge.total
+    store = next(p for p in (a / "pairwise").glob("llm_judge-*/responses.jsonl")
+                 if "judge-kill" in p.read_text())
+    stored = len(store.read_text().splitlines())
+    assert 0 < stored < 12
+    Judge.delay = 0.0
+    cli("evaluate", "--images", a, "--against", b, "--metrics", "llm_judge", "--metric-options",
+        _opts(server, model="judge-kill"), env={"JK": "EMPTY"})
+    assert Judge.total - at_kill == 12 - stored  # only what was not stored is asked
+    assert _results(a, "judge-kill")["pairs"] == 6
+
+
+def test_refusals_are_one_line(server, runs):
+    a, b, other = runs
+    bad = cli("evaluate", "--images", a, "--against", other, "--metrics", "llm_judge", "--metric-options",
+              _opts(server), env={"JK": "EMPTY"}, check=False)
+    assert bad.returncode == 2 and "same (prompt id, sample) set" in bad.stderr
+    before = Judge.total
+    os.environ.pop("JK", None)
+    nokey = cli("evaluate", "--images", a, "--against", b, "--metrics", "llm_judge", "--metric-options",
+                _opts(server, model="k3"), check=False)
+    assert nokey.returncode == 2 and "JK is not set" in nokey.stderr and Judge.total == before
+    assert len(nokey.stderr.strip().splitlines()) == 1
+    wrong = cli("evaluate", "--images", a, "--against", b, "--metrics", "toy_fid", env={"JK": "x"}, check=False)
+    assert wrong.returncode == 2 and "not a pairwise metric" in wrong.stderr
+
+
+def test_pairs_without_a_verdict_fail_the_call_unless_allowed(server, runs, tmp_path):
+    from cdm_bench.generate import generate
+
+    a = generate({"generator": "dummy", "shade": 200}, _garbage(tmp_path), tmp_path / "ga", progress=False)
+    b = generate({"generator": "dummy", "shade": 20}, _garbage(tmp_path), tmp_path / "gb", progress=False)
+    failed = cli("evaluate", "--images", a, "--against", b, "--metrics", "llm_judge", "--metric-options",
+                 _opts(server, parse_retries=0), env={"JK": "EMPTY"}, check=False)
+    assert failed.returncode == 2 and "got no verdict" in failed.stderr
+    ok = cli("evaluate", "--images", a, "--against", b, "--metrics", "llm_judge", "--metric-options",
+             _opts(server, parse_retries=0), "--allow-partial", env={"JK": "EMPTY"})
+    assert "2 failed" in ok.stdout and _results(a, "judge")["status"] == "partial"
+
+
+def _garbage(tmp_path: Path) -> Path:
+    p = tmp_path / "prompts.txt"
+    p.write_text("garbage one\ngarbage two\na red circle\n")
+    return p
