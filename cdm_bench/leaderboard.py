@@ -269,10 +269,37 @@ def write_leaderboard(run_dirs, out_dir, reference: str | None = None, metrics: 
     from cdm_bench.report.html import render_html
     from cdm_bench.report.tables import latex_table
 
+    pair_table, ranking, pair_md = pairwise_section(run_dirs)
     texts = {"csv": wide.to_csv(index=False), "long_csv": long.to_csv(index=False),
              "md": "# Leaderboard\n\n" + shown.to_markdown(index=False) + f"\n\n{note}\n"
-                   + (f"\nNot evaluated (no results.json yet): {', '.join(pending)}\n" if pending else ""),
+                   + (f"\nNot evaluated (no results.json yet): {', '.join(pending)}\n" if pending else "") + pair_md,
              "tex": latex_table(wide, long) if not wide.empty else "",
-             "html": render_html(wide, long, not_evaluated=pending)}
+             "html": render_html(wide, long, not_evaluated=pending, pairwise_md=pair_md),
+             "pairwise_csv": pair_table.to_csv(index=False), "ranking_csv": ranking.to_csv(index=False)}
     write_owned(out, {paths[k].name: v for k, v in texts.items()}, "leaderboard")
     return paths
+
+
+def pairwise_section(run_dirs) -> tuple[pd.DataFrame, pd.DataFrame, str]:
+    """(win/tie/loss table, Bradley-Terry ranking, Markdown) of the pairwise judges under ``run_dirs``
+    (empty tables and no text when there are none)."""
+    from cdm_bench.pairwise import pairwise_tables
+
+    table, ranking = pairwise_tables(run_dirs)
+    ranking = ranking if ranking is not None else pd.DataFrame(columns=["generator", "strength", "strength_lo",
+                                                                       "strength_hi", "rank", "judge"])
+    if table.empty:
+        return table, ranking, ""
+    ci = lambda r, k: f"{r[k]:.3f} [{r[k + '_lo']:.3f}, {r[k + '_hi']:.3f}]"  # noqa: E731
+    shown = pd.DataFrame({"generator": table["generator"], "against": table["against"], "judge": table["judge"],
+                          **{k: [ci(r, k) for _, r in table.iterrows()] for k in ("win", "tie", "loss")},
+                          "consistency": table["consistency"].round(3), "pairs": table["pairs"],
+                          "failed": table["failed"]})
+    text = ("\n## Pairwise judges\n\nWin / tie / loss of each generator against the one it was judged against "
+            "(95% intervals resample prompts); consistency: the share of pairs whose two rounds (positions "
+            "swapped) agreed.\n\n" + shown.to_markdown(index=False) + "\n")
+    if len(ranking):
+        text += ("\n## Ranking from the verdicts (Bradley-Terry)\n\nStrength on a log scale (mean 0; a tie is half a "
+                 "win each), 95% intervals resample prompts.\n\n"
+                 + ranking.round(3).to_markdown(index=False) + "\n")
+    return table, ranking, text

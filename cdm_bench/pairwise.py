@@ -2,7 +2,7 @@
 --metrics llm_judge`` judges every image of A against B's image of the same (prompt id, sample
 index) and writes, in A's run directory, ``pairwise/<instance>-<key>/`` (``key``: B's generation
 key and the judge's identity): ``responses.jsonl`` (every raw answer, as it arrives),
-``verdicts.csv`` (one row per pair) and ``results.json`` (win / tie / loss of A against B with
+``verdicts.csv`` (one row per pair) and ``summary.json`` (win / tie / loss of A against B with
 95 % prompt-bootstrap intervals, the consistency rate, the failed pairs). A killed run asks
 nothing twice. Image sets whose prompts differ are refused; a pair that got no verdict is failed
 (not a tie) and fails the call unless ``allow_partial``.
@@ -18,6 +18,7 @@ from pathlib import Path
 from cdm_bench.errors import EvaluationInputError, MetricFailedError, SpecError, UnknownNameError
 
 PAIRWISE_METRICS = {"llm_judge": "metrics.llm_judge:LLMJudge"}
+SUMMARY, VERDICTS = "summary.json", "verdicts.csv"
 
 
 def build_pairwise(entry) -> tuple[str, object]:
@@ -103,15 +104,15 @@ def _judge_one(a, b, instance, metric, ident, key, pairs, allow_partial) -> dict
     todo = [Pair(str(ra["prompt_id"]), int(ra["k"]), ra["prompt"], ra["sha256"], rb["sha256"],
                  _url_loader(a, ra, metric.max_size), _url_loader(b, rb, metric.max_size)) for ra, rb in pairs]
     rows = pd.DataFrame(metric.judge(todo, store))
-    atomic_write_text(folder / "verdicts.csv", rows.to_csv(index=False))
+    atomic_write_text(folder / VERDICTS, rows.to_csv(index=False))
     ok = rows[rows["status"] == "ok"]
     stats = win_tie_loss(ok.assign(a="run", b="against")) if len(ok) else {}
     failed = int((rows["status"] != "ok").sum())
-    res = {"metric": instance, "identity": ident, "against": {"path": str(b.root), "name": b.read_identity()
-                                                              .get("generator", {}).get("name")},
+    res = {"metric": instance, "identity": ident, "run": {"path": str(a.root), "name": _name(a)},
+           "against": {"path": str(b.root), "name": _name(b)},
            "status": "ok" if not failed else ("partial" if len(ok) else "failed"), "pairs": len(rows),
            "failed": failed, "consistency": float(ok["consistent"].mean()) if len(ok) else float("nan"), **stats}
-    atomic_write_json(folder / "results.json", res)
+    atomic_write_json(folder / SUMMARY, res)
     if failed and not allow_partial:
         raise MetricFailedError(f"{instance}: {failed} of {len(rows)} pairs got no verdict (e.g. "
                                 f"{rows.loc[rows['status'] != 'ok', 'error'].iloc[0]}); their answers are in "
@@ -119,4 +120,48 @@ def _judge_one(a, b, instance, metric, ident, key, pairs, allow_partial) -> dict
     return res
 
 
-__all__ = ["evaluate_pairwise", "pair_records", "PAIRWISE_METRICS", "Path"]
+def _name(run) -> str:
+    return str(run.read_identity().get("generator", {}).get("name") or run.root.name)
+
+
+# -- the leaderboard's pairwise tables -------------------------------------------------------------------
+def find_summaries(paths) -> list[Path]:
+    out = []
+    for p in map(Path, paths):
+        out += sorted(p.rglob(f"pairwise/*/{SUMMARY}")) if p.is_dir() else []
+    return list(dict.fromkeys(out))
+
+
+def pairwise_tables(paths) -> tuple:
+    """(win/tie/loss table, Bradley-Terry ranking per judge or None) from every pairwise summary under ``paths``."""
+    import pandas as pd
+
+    from cdm_bench.report.pairwise import bradley_terry_ci
+
+    rows, verdicts = [], []
+    for f in find_summaries(paths):
+        s = json.loads(f.read_text())
+        judge = s["identity"]["judge"]
+        label = f"{s['metric']} ({judge.get('model')})"
+        rows.append({"generator": s["run"]["name"], "against": s["against"]["name"], "judge": label,
+                     **{k: s.get(k) for k in ("win", "win_lo", "win_hi", "tie", "tie_lo", "tie_hi", "loss", "loss_lo",
+                                              "loss_hi", "consistency", "pairs", "failed", "status")}})
+        v = pd.read_csv(f.parent / VERDICTS)
+        v = v[v["status"] == "ok"]
+        verdicts.append(pd.DataFrame({"prompt_id": v["prompt_id"].astype(str) + "/" + v["k"].astype(str),
+                                      "a": s["run"]["name"], "b": s["against"]["name"], "winner": v["winner"],
+                                      "judge": label}))
+    table = pd.DataFrame(rows)
+    ranking = None
+    if verdicts:
+        allv = pd.concat(verdicts, ignore_index=True)
+        ranks = []
+        for judge, g in allv.groupby("judge"):
+            if len(set(g["a"]) | set(g["b"])) >= 2 and len(g):
+                r = bradley_terry_ci(g, n_boot=200).reset_index(names="generator")
+                ranks.append(r.assign(judge=judge))
+        ranking = pd.concat(ranks, ignore_index=True) if ranks else None
+    return table, ranking
+
+
+__all__ = ["evaluate_pairwise", "pair_records", "pairwise_tables", "PAIRWISE_METRICS", "Path"]

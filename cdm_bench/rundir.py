@@ -13,7 +13,7 @@ Layout (``generate`` writes the first four, ``evaluate`` the rest)::
     scores.parquet       per-image scores, one column per per-image metric instance
     results.json         per-set values, metric identities, status, the generation identity
     pairwise/<instance>-<key>/   a pairwise metric against another run (``evaluate --against``):
-                         responses.jsonl (every raw answer), verdicts.csv, results.json
+                         responses.jsonl (every raw answer), verdicts.csv, summary.json
 
 Every write is atomic (a uniquely named temporary file, then ``os.replace``), so a reader sees
 a file whole or not at all, and concurrent writers never share a temporary name. Nothing
@@ -366,7 +366,8 @@ def _rmdir_if_empty(folder: Path) -> None:
 
 
 LEADERBOARD_FILES = {"csv": "leaderboard.csv", "long_csv": "leaderboard_long.csv",
-                     "html": "leaderboard.html", "md": "leaderboard.md", "tex": "leaderboard.tex"}
+                     "html": "leaderboard.html", "md": "leaderboard.md", "tex": "leaderboard.tex",
+                     "pairwise_csv": "pairwise.csv", "ranking_csv": "ranking.csv"}
 
 
 def leaderboard_paths(out_dir) -> dict[str, Path]:
@@ -389,8 +390,8 @@ def find_evaluated(paths) -> list[RunDir]:
     for p in map(Path, paths):
         if (p / RESULTS).exists():
             runs.append(p)
-        elif p.is_dir():
-            runs += sorted(r.parent for r in p.rglob(RESULTS))
+        elif p.is_dir():  # (a pairwise metric's folder inside a run is not a run)
+            runs += sorted(r.parent for r in p.rglob(RESULTS) if PAIRWISE not in r.relative_to(p).parts)
         else:
             raise RunNotFoundError(f"{p}: not a directory")
     if not runs:

@@ -182,7 +182,8 @@ def table_rows(wide: pd.DataFrame, long: pd.DataFrame, metrics: dict[str, bool])
     return rows
 
 
-def render_html(wide: pd.DataFrame, long: pd.DataFrame, n_prompts: int = 6, not_evaluated=()) -> str:
+def render_html(wide: pd.DataFrame, long: pd.DataFrame, n_prompts: int = 6, not_evaluated=(),
+                pairwise_md: str = "") -> str:
     from jinja2 import Template
 
     metrics = metric_columns(wide, long)
@@ -191,5 +192,16 @@ def render_html(wide: pd.DataFrame, long: pd.DataFrame, n_prompts: int = 6, not_
         metrics=metrics, rows=table_rows(wide, long, metrics), grid=image_grid(wide, long, n_prompts),
         bars=bar_charts(wide, metrics), nfe=nfe_charts(wide, metrics), steps=step_charts(wide, long, metrics),
         provenance=provenance(long),
-        not_evaluated=[str(r) for r in not_evaluated], escape=html.escape)
+        not_evaluated=[str(r) for r in not_evaluated], escape=html.escape, pairwise=_md_html(pairwise_md))
+
+
+def _md_html(text: str) -> str:
+    if not text:
+        return ""
+    try:
+        import markdown
+
+        return markdown.markdown(text, extensions=["tables"])
+    except ImportError:
+        return f"<pre>{html.escape(text)}</pre>"
 

@@ -54,7 +54,7 @@ def _opts(url, model="judge", **extra):
 
 
 def _results(a: Path, model: str) -> dict:
-    found = [json.loads(p.read_text()) for p in (a / "pairwise").glob("llm_judge-*/results.json")]
+    found = [json.loads(p.read_text()) for p in (a / "pairwise").glob("llm_judge-*/summary.json")]
     return next(r for r in found if r["identity"]["judge"]["model"] == model)
 
 
@@ -127,3 +127,30 @@ def _garbage(tmp_path: Path) -> Path:
     p = tmp_path / "prompts.txt"
     p.write_text("garbage one\ngarbage two\na red circle\n")
     return p
+
+
+def test_the_leaderboard_shows_win_tie_loss_and_a_ranking(server, runs, tmp_path):
+    from cdm_bench.evaluate import evaluate
+
+    a, b, _ = runs
+    cli("evaluate", "--images", a, "--against", b, "--metrics", "llm_judge", "--metric-options", _opts(server),
+        env={"JK": "EMPTY"})
+    for run in (a, b):
+        evaluate(run, [{"name": "toy_align", "scorer": "tiny"}], progress=False)
+    cli("leaderboard", a, b, "--out", tmp_path / "lb")
+    import pandas as pd
+
+    table = pd.read_csv(tmp_path / "lb" / "pairwise.csv")
+    res = _results(a, "judge")
+    row = table[table["judge"] == "llm_judge (judge)"].iloc[0]  # (the module's other tests judged with others)
+    assert row["win"] == pytest.approx(res["win"]) and row["pairs"] == 6 and row["against"] == "toy-nfe1"
+    ranking = pd.read_csv(tmp_path / "lb" / "ranking.csv")
+    mine = ranking[ranking["judge"] == "llm_judge (judge)"]
+    assert len(mine) == 2 and set(mine["rank"]) <= {1, 2}
+    winner = "toy-real" if res["win"] > res["loss"] else "toy-nfe1"
+    assert mine.sort_values("rank")["generator"].iloc[0] == winner or res["win"] == res["loss"]
+    md = (tmp_path / "lb" / "leaderboard.md").read_text()
+    assert "## Pairwise judges" in md and "Bradley-Terry" in md
+    assert 'id="pairwise"' in (tmp_path / "lb" / "leaderboard.html").read_text()
+    wide = pd.read_csv(tmp_path / "lb" / "leaderboard.csv")
+    assert len(wide) == 2  # the pairwise folder is not a run of its own
