@@ -103,6 +103,9 @@ COMMANDS = {
     "cdm-bench sweep recipes/sweeps/world.yaml --report": PARSE,
     "cdm-bench sweep my-sweep.yaml --executor slurm": PARSE,
     "cdm-bench sweep recipes/sweeps/world_b128.yaml": PARSE,
+    "cdm-bench evaluate --images runs/sd3-cdm/pickapic --against runs/sd3-teacher/pickapic --metrics llm_judge "
+    "--metric-options '{\"llm_judge\": {\"base_url\": \"http://localhost:8000/v1\", \"model\": "
+    "\"Qwen/Qwen2.5-VL-72B-Instruct\", \"api_key_env\": \"OPENAI_API_KEY\"}}'": PARSE,
 }
 
 
