@@ -12,6 +12,8 @@ A spec (YAML)::
       - {generator: toy, name: teacher-50-cfg2, nfe: 50, guidance: 2.0}
     prompts: [toy]                 # or {set: NAME, metrics: [...], samples_per_prompt: K, limit: N}
     metrics: [toy_fid, {name: toy_align, scorer: demo}]   # default: each prompt set's default_metrics
+    pairwise:                      # pairwise judges: every generator against the named one
+      - {metric: {name: llm_judge, base_url: "http://localhost:8000/v1", model: M}, reference: teacher-50-cfg2}
     eval_python: null              # run the evaluate phase under another interpreter (eval env);
                                    # a metric entry's own eval_python key sends it elsewhere:
                                    # {name: hpsv3, eval_python: .venv-hpsv3/bin/python}
@@ -81,6 +83,7 @@ class BenchmarkSpec:
     eval_python: str | None = None
     allow_partial: bool = False
     overwrite: bool = False
+    pairwise: list = field(default_factory=list)
     extra: dict = field(default_factory=dict)  # free-form notes, recorded but unused
 
     @classmethod
@@ -117,6 +120,48 @@ def generator_names(spec: BenchmarkSpec) -> list[str]:
     return names
 
 
+PAIRWISE_KEYS = {"metric", "reference", "prompts"}
+
+
+def pairwise_plans(spec: BenchmarkSpec, names: list[str]) -> list[tuple[str, object, str, list | None]]:
+    """(instance, metric, reference generator, prompt-set names or None = all) per ``pairwise`` entry;
+    each metric's package and key are checked here, before any work."""
+    from cdm_bench.pairwise import build_pairwise
+    from cdm_bench.validate import known_keys
+
+    out = []
+    entries = spec.pairwise if isinstance(spec.pairwise, list) else [spec.pairwise]
+    for i, e in enumerate(entries):
+        known_keys(e, PAIRWISE_KEYS, f"benchmark spec: pairwise[{i}]")
+        if e.get("reference") not in names:
+            raise SpecError(f"benchmark spec: pairwise[{i}].reference must name one of the generators {names}, "
+                            f"got {e.get('reference')!r}")
+        instance, metric = build_pairwise(e.get("metric", "llm_judge"))
+        metric.backend()
+        out.append((instance, metric, e["reference"], e.get("prompts")))
+    return out
+
+
+def run_pairwise(plans, out: Path, names: list[str], prompt_sets, allow_partial: bool) -> None:
+    from cdm_bench.pairwise import evaluate_pairwise
+
+    for instance, metric, reference, sets in plans:
+        for ps in prompt_sets:
+            if sets is not None and ps.name not in sets:
+                continue
+            for name in names:
+                if name != reference:
+                    evaluate_pairwise(out / "runs" / name / ps.key, out / "runs" / reference / ps.key,
+                                      [_Built(instance, metric)], allow_partial)
+
+
+class _Built:
+    """An already built pairwise metric passed through ``evaluate_pairwise``'s entry list."""
+
+    def __init__(self, instance: str, metric):
+        self.instance, self.metric = instance, metric
+
+
 def entry_metrics(entry: PromptEntry, spec: BenchmarkSpec, default_metrics: list) -> list:
     metrics = entry.metrics if entry.metrics is not None else (spec.metrics or default_metrics)
     if not metrics:
@@ -135,6 +180,7 @@ def run_benchmark(spec: BenchmarkSpec, out_dir, progress: bool = True) -> Path |
     prompt_sets = [load_prompt_set(e.set, limit=e.limit if e.limit is not None else spec.limit) for e in entries]
     plans = [(e, ps, entry_metrics(e, spec, ps.default_metrics)) for e, ps in zip(entries, prompt_sets)]
     names = generator_names(spec)
+    judges = pairwise_plans(spec, names) if spec.pairwise else []
     for _, _, metrics in plans:  # metric entries and their interpreters checked before any work
         for python in metric_groups(metrics, spec.eval_python):
             if python:
@@ -151,6 +197,8 @@ def run_benchmark(spec: BenchmarkSpec, out_dir, progress: bool = True) -> Path |
             evaluate_dir(run_dir, metrics, spec, progress)
         if rank != 0:
             return None
+        if judges:  # (rank 0 only: the judge's calls are not sharded yet)
+            run_pairwise(judges, out, names, prompt_sets, spec.allow_partial)
     from cdm_bench.leaderboard import write_leaderboard
 
     write_leaderboard([r for r, _ in scored], out)

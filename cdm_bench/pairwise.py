@@ -28,6 +28,8 @@ def build_pairwise(entry) -> tuple[str, object]:
     from cdm_bench.safenames import safe_name
     from cdm_bench.validate import check_kwargs
 
+    if hasattr(entry, "metric") and hasattr(entry, "instance"):  # built already (benchmark specs)
+        return entry.instance, entry.metric
     entry = {"name": entry} if isinstance(entry, str) else dict(entry)
     name = entry.pop("name")
     alias = safe_name(entry.pop("alias", None) or name, "metric instance name")

@@ -154,3 +154,29 @@ def test_the_leaderboard_shows_win_tie_loss_and_a_ranking(server, runs, tmp_path
     assert 'id="pairwise"' in (tmp_path / "lb" / "leaderboard.html").read_text()
     wide = pd.read_csv(tmp_path / "lb" / "leaderboard.csv")
     assert len(wide) == 2  # the pairwise folder is not a run of its own
+
+
+def test_a_benchmark_spec_judges_every_generator_against_its_reference(server, tmp_path, monkeypatch):
+    import pandas as pd
+
+    from cdm_bench.benchmark import BenchmarkSpec, run_benchmark
+    from cdm_bench.errors import SpecError
+
+    monkeypatch.setenv("JK", "EMPTY")
+    judge = {"name": "llm_judge", "base_url": server, "model": "spec-judge", "api_key_env": "JK", "concurrency": 2}
+    spec = {"name": "judged", "samples_per_prompt": 1, "limit": 3,
+            "generators": [{"generator": "toy-real", "preset": "tiny", "name": "real"},
+                           {"generator": "toy", "preset": "tiny", "nfe": 1, "name": "one"},
+                           {"generator": "toy", "preset": "tiny", "nfe": 2, "name": "two"}],
+            "prompts": ["toy-small"], "metrics": [{"name": "toy_align", "scorer": "tiny"}],
+            "pairwise": [{"metric": judge, "reference": "real"}]}
+    out = run_benchmark(BenchmarkSpec.from_dict(spec), tmp_path / "b", progress=False)
+    table = pd.read_csv(out / "pairwise.csv")
+    assert sorted(table["generator"]) == ["one", "two"] and set(table["against"]) == {"real"}
+    assert (table["pairs"] == 3).all() and Judge.total == 2 * 3 * 2
+    ranking = pd.read_csv(out / "ranking.csv")
+    assert sorted(ranking["generator"]) == ["one", "real", "two"]
+    with pytest.raises(SpecError, match="reference must name"):
+        run_benchmark(BenchmarkSpec.from_dict({**spec, "pairwise": [{"metric": judge, "reference": "nope"}]}),
+                      tmp_path / "c", progress=False)
+    assert not (tmp_path / "c").exists()
