@@ -64,7 +64,31 @@ def plan_table(spec: BenchmarkSpec) -> pd.DataFrame:
             for mr in metric_rows:
                 rows.append({"generator": name, "prompts": key,
                              "images": "?" if n is None else n * samples, **mr, "note": note})
+            rows += _pairwise_rows(spec, names, name, key, entry, n, samples, note)
     return pd.DataFrame(rows)
+
+
+def _pairwise_rows(spec: BenchmarkSpec, names, name, key, entry, n, samples, note) -> list[dict]:
+    """A row per judge this generator is compared with the reference by (``pairwise:``)."""
+    from cdm_bench.errors import CdmBenchError
+    from cdm_bench.pairwise import build_pairwise
+
+    out = []
+    for e in (spec.pairwise or []):
+        if e.get("reference") == name or (e.get("prompts") is not None and entry.set not in e["prompts"]):
+            continue
+        if e.get("reference") not in names:
+            raise CdmBenchError(f"pairwise reference {e.get('reference')!r} is not one of the generators {names}")
+        instance, metric = build_pairwise(e.get("metric", "llm_judge"))
+        try:
+            metric.backend()
+            ready = "yes"
+        except CdmBenchError as exc:
+            ready = f"no: {exc}"
+        out.append({"generator": name, "prompts": key, "images": "?" if n is None else n * samples,
+                    "metric": f"{instance} vs {e['reference']}", "env": "this interpreter",
+                    "install": f"cdm-bench[{metric.extra}]", "ready there": ready, "note": note})
+    return out
 
 
 def dry_run(spec: BenchmarkSpec) -> str:

@@ -180,3 +180,18 @@ def test_a_benchmark_spec_judges_every_generator_against_its_reference(server, t
         run_benchmark(BenchmarkSpec.from_dict({**spec, "pairwise": [{"metric": judge, "reference": "nope"}]}),
                       tmp_path / "c", progress=False)
     assert not (tmp_path / "c").exists()
+
+
+def test_the_dry_run_lists_the_judged_pairs(monkeypatch):
+    from cdm_bench.benchmark import BenchmarkSpec
+    from cdm_bench.dryrun import dry_run
+
+    monkeypatch.delenv("JK", raising=False)
+    judge = {"name": "llm_judge", "base_url": "http://127.0.0.1:9/v1", "model": "m", "api_key_env": "JK"}
+    spec = BenchmarkSpec.from_dict({"generators": [{"generator": "toy-real", "name": "real"},
+                                                   {"generator": "toy", "preset": "tiny", "name": "one"}],
+                                    "prompts": ["toy-small"], "metrics": ["toy_align"],
+                                    "pairwise": [{"metric": judge, "reference": "real"}]})
+    text = dry_run(spec)
+    row = next(line for line in text.splitlines() if "llm_judge vs real" in line)
+    assert "| one " in row and "cdm-bench[judge]" in row and "JK is not set" in row
