@@ -42,7 +42,7 @@ def test_memory_script_tiny(tmp_path):
 
     out = tmp_path / "sd3_memory.md"
     run_script("sd3_memory.py", "--tiny", "--out", str(out))
-    text = out.read_text()
+    text, _, lora = out.read_text().partition("## LoRA recipe vs full")
     rows = table_rows(text)
     expected = sum(p.numel() for p in SD3Transformer2DModel(**TINY).parameters())
     assert number(rows["parameters"][0]) == expected
@@ -59,6 +59,11 @@ def test_memory_script_tiny(tmp_path):
     assert 0 < number(rows["total, text embeddings precomputed (no encoders resident)"][1]) < total
     assert "2 rows / 1 row = 2.000" in text  # activations linear in the batch
     assert "Command: `" in text and "Date: " in text
+    lrows = table_rows(lora)  # the LoRA recipe: adapters on one frozen base, at 1 / 2 / 8 GPUs
+    assert [k for k in lrows if k in ("1", "2", "8")] == ["1", "2", "8"]
+    assert number(lrows["student adapters: fp32 params + grads + AdamW m, v (sharded)"][1]) > 0
+    assert number(lrows["frozen base (teacher = adapters off; student and fake = its adapters): bf16 params (sharded)"
+                        ][1]) == pytest.approx(2 * expected / 8)
 
 
 def test_latency_script_tiny(tmp_path):
