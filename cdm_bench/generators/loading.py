@@ -36,7 +36,7 @@ def load_pipeline(gen, source: hf.Source):
     if gen.lora or gen.scheduler or gen.vae:
         from cdm_bench.generators import swaps
 
-        swaps.apply(pipe, gen, dtype)
+        swaps.apply(pipe, gen, dtype, dtype_kwarg())
     place(pipe, gen.device, gen.offload)
     if gen.attention_backend:
         set_attention_backend(pipe.transformer, gen.attention_backend)

@@ -228,9 +228,10 @@ def files_sha256(gen) -> dict:
 
 
 # -- applying them ----------------------------------------------------------------------------------------
-def apply(pipe, gen, dtype) -> None:
+def apply(pipe, gen, dtype, dtype_key: str = "torch_dtype") -> None:
+    """Apply ``gen``'s swaps to ``pipe`` (``dtype_key``: the from_pretrained dtype argument's name)."""
     if gen.vae:
-        pipe.vae = load_vae(gen.vae, dtype)
+        pipe.vae = load_vae(gen.vae, {dtype_key: dtype})
     if gen.scheduler:
         pipe.scheduler = build_scheduler(gen.scheduler, pipe.scheduler)
     fused = [e for e in gen.lora if e["fuse"]]
@@ -270,11 +271,9 @@ def load_lora(pipe, entry: dict) -> None:
         raise SpecError(f"lora {entry['path']!r}: {len(unexpected)} weights do not fit the model (e.g. {unexpected[0]})")
 
 
-def load_vae(entry: dict, dtype):
-    from cdm_bench.generators.loading import dtype_kwarg
-
+def load_vae(entry: dict, dtype_kwargs: dict):
     cls = resolve_class(entry["class"], "vae")
-    vae = cls.from_pretrained(str(vae_source(entry, download=True)), **{dtype_kwarg(): dtype})
+    vae = cls.from_pretrained(str(vae_source(entry, download=True)), **dtype_kwargs)
     if entry["config"]:
         vae.register_to_config(**entry["config"])
     return vae
