@@ -19,4 +19,5 @@ BUILTIN_METRICS = {
     "fid": "metrics.fid:FID",
     "kid": "metrics.fid:KID",
     "diversity": "metrics.diversity:Diversity",
+    "vqascore": "metrics.vqascore:VQAScore",
 }
