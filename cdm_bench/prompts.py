@@ -123,6 +123,7 @@ def _discover_sources(reg: Registry) -> None:
     reg.register("coco", "cdm_bench.prompt_sources:CocoCaptions")
     reg.register("coco_list", "cdm_bench.prompt_sources:CocoCaptionList")
     reg.register("dpg", "cdm_bench.dpg_source:DPGBenchSource")
+    reg.register("genai", "cdm_bench.genai_source:GenAIBenchSource")
 
 
 PROMPT_SOURCES = Registry("prompt source", "cdm_bench.prompt_sources", _discover_sources, base=PromptSource)

@@ -105,3 +105,50 @@ def test_the_shipped_specs_validate_without_data():
         spec = yaml.safe_load(path.read_text())
         assert {"name", "version", "description", "license", "source"} <= set(spec), path.name
         assert spec["name"] == path.stem
+
+
+GENAI_SAMPLE = ROOT / "tests" / "samples" / "genai-bench"
+
+
+def _genai_spec(project: Path, **source) -> None:
+    spec = yaml.safe_load((project / "genai-bench.yaml").read_text())
+    spec["count"] = 6
+    spec["source"] = {"type": "genai", **source}
+    (project / "genai-bench.yaml").write_text(yaml.safe_dump(spec))
+
+
+def test_genai_bench_loads_its_published_layout_with_skill_tags(project):
+    shutil.copytree(GENAI_SAMPLE, project / "data" / "genai-bench-1600")
+    _genai_spec(project, path="data/genai-bench-1600")
+    ps = load_prompt_set("genai-bench")
+    assert ps.default_metrics == ["vqascore"] and [r["id"] for r in ps.prompts] == [f"{i:05d}" for i in range(6)]
+    first, second = ps.prompts[0], ps.prompts[1]
+    assert first["prompt"] == "A red apple on a wooden table."
+    assert first["skills"] == ["attribute", "spatial relation", "basic"]  # the skills file's tag order
+    assert second["skills"] == ["attribute", "action relation", "counting", "differentiation", "advanced"]
+    assert first["models"]["DALLE_3"] == [1, 1, 1]  # every other field of the row is kept
+    files = ps.describe()["source"]["files_sha256"]
+    assert files["genai_image.json"] == hashlib.sha256((GENAI_SAMPLE / "genai_image.json").read_bytes()).hexdigest()
+
+
+def test_genai_bench_errors_are_one_line(project, monkeypatch, tmp_path):
+    folder = project / "data" / "genai-bench-1600"
+    shutil.copytree(GENAI_SAMPLE, folder)
+    skills = json.loads((folder / "genai_skills.json").read_text())
+    skills["counting"].append(99)
+    (folder / "genai_skills.json").write_text(json.dumps(skills))
+    _genai_spec(project, path="data/genai-bench-1600")
+    with pytest.raises(SpecError, match="skill 'counting' lists prompt 99"):
+        load_prompt_set("genai-bench")
+    _genai_spec(project, path="data/genai-bench-1600", skills_sha256="0" * 64)
+    with pytest.raises(SpecError, match="not the pinned"):
+        load_prompt_set("genai-bench")
+    # no local copy: the dataset hub, offline and with an empty cache, is a one-line error naming both ways
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf" / "hub"))
+    _genai_spec(project, path="data/missing", repo_id="BaiqiL/GenAI-Bench-1600")
+    with pytest.raises(SpecError) as err:
+        load_prompt_set("genai-bench")
+    msg = str(err.value)
+    assert len(msg.splitlines()) == 1 and "BaiqiL/GenAI-Bench-1600" in msg and "download both files" in msg, msg
