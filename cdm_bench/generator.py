@@ -181,11 +181,23 @@ def resolve_paths(cls: type, spec: dict, folder: Path | None) -> dict:
         return spec
     out = dict(spec)
     for key in getattr(cls, "path_keys", ()):
+        out[key] = _resolved(out.get(key), folder)
+    for key, inner in getattr(cls, "nested_path_keys", {}).items():  # e.g. lora: [{path: ...}]
         value = out.get(key)
-        if isinstance(value, str) and value and not Path(value).expanduser().is_absolute() \
-                and (folder / value).exists():
-            out[key] = str((folder / value).resolve())
-    return out
+        entries = value if isinstance(value, list) else [value]
+        fixed = [{**e, inner: _resolved(e.get(inner), folder)} if isinstance(e, dict) and inner in e else e
+                 for e in entries]
+        if isinstance(value, list):
+            out[key] = fixed
+        elif isinstance(value, dict):
+            out[key] = fixed[0]
+    return {k: v for k, v in out.items() if k in spec}
+
+
+def _resolved(value, folder: Path):
+    if isinstance(value, str) and value and not Path(value).expanduser().is_absolute() and (folder / value).exists():
+        return str((folder / value).resolve())
+    return value
 
 
 def validate_spec(cls: type, spec: dict) -> dict:

@@ -1,7 +1,9 @@
-"""``cdm-bench export CHECKPOINT --out DIR [--ema/--no-ema] [--step N|best]``.
+"""``cdm-bench export CHECKPOINT --out DIR [--ema/--no-ema] [--step N|best] [--fuse] [--copy-base]``.
 
 Write a distilled student (EMA weights by default) as a directory that the generator registry
-loads by path; ``DIR/generator.yaml`` is a ready generator spec.
+loads by path; ``DIR/generator.yaml`` is a ready generator spec. A LoRA run writes its adapter
+(diffusers' LoRA layout: ``pipe.load_lora_weights(DIR)``) and a spec with a ``lora`` entry on the
+base pipeline; ``--fuse`` writes the merged transformer instead.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--copy-base", action="store_true",
                    help="pipeline models: also write the base pipeline's other components, so DIR loads "
                         "alone with from_pretrained (default: DIR/transformer + a pointer to the base)")
+    p.add_argument("--fuse", action="store_true",
+                   help="a LoRA run: write the transformer with the adapter merged (default: the adapter alone)")
     p.set_defaults(func=run)
     return p
 
@@ -29,6 +33,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     from cdm_bench.distill import export
 
-    out = export(args.checkpoint, args.out, ema=args.ema, copy_base=args.copy_base, step=args.step)
+    out = export(args.checkpoint, args.out, ema=args.ema, copy_base=args.copy_base, step=args.step,
+                 fuse=args.fuse)
     print(f"exported {'EMA' if args.ema else 'raw'} student to {out} (generator spec: {out / 'generator.yaml'})")
     return 0

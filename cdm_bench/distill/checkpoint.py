@@ -32,7 +32,7 @@ PREFIX = "checkpoint-"
 LEGACY_VALUES = {("student", "optim", "warmup_steps"): 0, ("fake", "optim", "warmup_steps"): 0,
                  ("student", "optim", "warmup_scale_world"): True, ("fake", "optim", "warmup_scale_world"): True,
                  ("student", "ema_warmup_offset"): 0, ("train", "share_step_index"): False,
-                 ("train", "sigma_draw"): "range"}
+                 ("train", "sigma_draw"): "range", ("student", "lora"): None, ("fake", "lora"): None}
 
 
 class ResumeError(RuntimeError):

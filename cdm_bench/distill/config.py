@@ -49,6 +49,7 @@ from typing import Any
 
 from cdm_bench.distill.recipe_files import (  # noqa: F401  (re-exported)
     RecipeError, apply_overrides, deep_merge, resolve_raw)
+from cdm_bench.distill.lora import LoRAConfig, check_lora_recipe
 from cdm_bench.distill.validate_config import ValidateConfig
 
 PRECISIONS = ("fp32", "bf16")
@@ -85,6 +86,7 @@ class StudentConfig:
     ema_decay: float = 0.999
     ema_warmup: bool = True  # decay of update n = 0, 1, ...: min(ema_decay, (1 + m) / (10 + m)),
     ema_warmup_offset: int = 1  # with m = n + offset (reference: 1; earlier versions: 0)
+    lora: LoRAConfig | None = None  # a LoRA student on the frozen base (cdm_bench.distill.lora)
 
     def __post_init__(self):
         if not 0 <= self.ema_decay < 1:
@@ -105,6 +107,7 @@ class FakeConfig:
     loss: LossSpec = field(default_factory=lambda: LossSpec("fake_fm"))
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=5e-6))
     student_merge: float = 0.001  # theta_fake <- (1 - m) theta_fake + m theta_student per fake step
+    lora: LoRAConfig | None = None  # a LoRA fake teacher on the frozen base
 
     def __post_init__(self):
         if not 0 <= self.student_merge <= 1:
@@ -182,7 +185,7 @@ def parse_recipe(raw: dict) -> RecipeConfig:
     _check_keys(raw, TOP_KEYS, ())
     if "name" not in raw:
         raise RecipeError("recipe lacks 'name'")
-    return RecipeConfig(
+    cfg = RecipeConfig(
         name=_coerce(raw["name"], str, ("name",)),
         description=_coerce(raw.get("description", ""), str, ("description",)),
         model=_parse_model(_section(raw, "model")),
@@ -193,6 +196,8 @@ def parse_recipe(raw: dict) -> RecipeConfig:
         train=parse_dataclass(TrainConfig, _section(raw, "train"), ("train",)),
         validate=parse_dataclass(ValidateConfig, _section(raw, "validate"), ("validate",)) if raw.get("validate") else None,
     )
+    check_lora_recipe(cfg.student.lora, cfg.fake.lora, cfg.fake.student_merge)
+    return cfg
 
 
 def _section(raw: dict, key: str) -> dict:
@@ -211,20 +216,35 @@ def parse_dataclass(cls: type, data: dict, where: tuple) -> Any:
     hints = typing.get_type_hints(cls)
     kwargs = {}
     for key, value in data.items():
-        typ = hints[key]
-        if dataclasses.is_dataclass(typ):  # a partial mapping updates the field's default
+        typ = _optional_dataclass(hints[key])
+        optional = typ is not None and typ is not hints[key]
+        if optional and value is None:
+            kwargs[key] = None
+        elif optional:  # an optional block: its own defaults
+            kwargs[key] = parse_dataclass(typ, value, where + (key,))
+        elif dataclasses.is_dataclass(typ):  # a partial mapping updates the field's default
             default = fields[key].default_factory() if callable(fields[key].default_factory) else None
             if isinstance(value, dict) and default is not None:
                 value = {**dataclasses.asdict(default), **value}
             kwargs[key] = parse_dataclass(typ, value, where + (key,))
         else:
-            kwargs[key] = _coerce(value, typ, where + (key,))
+            kwargs[key] = _coerce(value, hints[key], where + (key,))
     try:
         return cls(**kwargs)
     except RecipeError as exc:
         if _dotted(where) in str(exc):
             raise
         raise RecipeError(f"{_dotted(where) or 'recipe'}: {exc}") from None
+
+
+def _optional_dataclass(typ: Any) -> Any:
+    """``X | None`` with a dataclass ``X`` -> ``X``; a dataclass -> itself; else None."""
+    if dataclasses.is_dataclass(typ):
+        return typ
+    args = [a for a in typing.get_args(typ) if a is not type(None)]
+    if type(None) in typing.get_args(typ) and len(args) == 1 and dataclasses.is_dataclass(args[0]):
+        return args[0]
+    return None
 
 
 def _coerce(value: Any, typ: Any, where: tuple) -> Any:
@@ -302,7 +322,7 @@ def _parse_losses(data: dict) -> dict:
 
 def _parse_fake(data: dict) -> FakeConfig:
     data = dict(data)
-    _check_keys(data, ("loss", "optim", "student_merge"), ("fake",))
+    _check_keys(data, ("loss", "optim", "student_merge", "lora"), ("fake",))
     loss = _parse_loss("fake_fm", data.pop("loss", {}), ("fake", "loss"), "fake")
     rest = parse_dataclass(FakeConfig, data, ("fake",))
     rest.loss = loss
@@ -360,8 +380,9 @@ def _dataclass_paths(cls: type) -> list[tuple]:
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
         out.append((f.name,))
-        if dataclasses.is_dataclass(hints[f.name]):
-            out += [(f.name,) + p for p in _dataclass_paths(hints[f.name])]
+        sub = _optional_dataclass(hints[f.name])
+        if sub is not None:
+            out += [(f.name,) + p for p in _dataclass_paths(sub)]
     return out
 
 
@@ -381,7 +402,8 @@ def recipe_to_dict(cfg: RecipeConfig) -> dict:
         "schedule": {"kind": cfg.schedule.kind, **dataclasses.asdict(cfg.schedule.params)},
         "losses": {k: loss(v) for k, v in cfg.losses.items()},
         "fake": {"loss": loss(cfg.fake.loss), "optim": dataclasses.asdict(cfg.fake.optim),
-                 "student_merge": cfg.fake.student_merge},
+                 "student_merge": cfg.fake.student_merge,
+                 "lora": dataclasses.asdict(cfg.fake.lora) if cfg.fake.lora is not None else None},
         "student": dataclasses.asdict(cfg.student),
         "train": dataclasses.asdict(cfg.train),
         **({"validate": dataclasses.asdict(cfg.validate)} if cfg.validate is not None else {}),

@@ -23,8 +23,9 @@ def lerp_parameters(target: nn.Module, source: nn.Module, weight: float) -> None
 
 def local_parameters(model: nn.Module) -> list[torch.Tensor]:
     """This rank's parameter tensors. FSDP2 modules are resharded first: after a forward without
-    backward the root keeps unsharded copies, and writes to those would be lost."""
-    for m in model.modules():
+    backward the root keeps unsharded copies, and writes to those would be lost. A LoRA view's
+    shared base is resharded (its parameters are the sharded adapter weights)."""
+    for m in getattr(model, "shared_base", model).modules():
         if hasattr(m, "reshard") and type(m).__name__.startswith("FSDP"):
             m.reshard()
     return [p.to_local() if hasattr(p, "to_local") else p for p in model.parameters()]

@@ -18,11 +18,12 @@ import yaml
 
 from cdm_bench.distill.adapter import build_adapter
 from cdm_bench.distill.checkpoint import latest_checkpoint, load_meta, load_state
+from cdm_bench.distill.export_lora import export_lora, lora_config
 from cdm_bench.errors import RecipeError, RunNotFoundError
 
 
 def export(checkpoint: str | Path, out_dir: str | Path, ema: bool = True, copy_base: bool = False,
-           step: int | str | None = None) -> Path:
+           step: int | str | None = None, fuse: bool = False) -> Path:
     """Write the student (its EMA weights by default) of ``checkpoint`` to ``out_dir``.
 
     ``checkpoint`` may be a checkpoint directory or a run directory (its latest checkpoint).
@@ -30,6 +31,8 @@ def export(checkpoint: str | Path, out_dir: str | Path, ema: bool = True, copy_b
     ``generator.yaml`` points at the base pipeline; with ``copy_base`` the base pipeline's other
     components are written too, so ``out_dir`` alone loads with ``Pipeline.from_pretrained``.
     The model is built on the meta device and takes the checkpoint's tensors (no second copy).
+    A LoRA run (:mod:`cdm_bench.distill.export_lora`) writes its adapter in diffusers' LoRA layout
+    and a spec with a ``lora`` entry on the base; ``fuse`` writes the merged model instead.
     Returns ``out_dir``.
     """
     from cdm_bench.distill.checkpoint import BEST, checkpoint_path
@@ -50,20 +53,27 @@ def export(checkpoint: str | Path, out_dir: str | Path, ema: bool = True, copy_b
     recipe, meta = load_meta(checkpoint)
     adapter = build_adapter(meta["adapter"], **meta["adapter_kwargs"])
     which = "ema" if ema else "student"
-    model = _student_model(adapter, meta["model_spec"], load_state(checkpoint)[which])
+    lora = lora_config(recipe)
+    if lora is None and fuse:
+        raise RecipeError("export --fuse merges a LoRA student: this run trained the full model")
+    if lora is not None and copy_base and not fuse:
+        raise RecipeError("export --copy-base writes a whole pipeline: for a LoRA run add --fuse")
+    if copy_base and "copy_base" not in inspect.signature(adapter.save_pretrained).parameters:
+        raise RecipeError(f"export --copy-base: the {meta['adapter']!r} adapter has no base pipeline to copy")
+    state = load_state(checkpoint)[which]
     out_dir.mkdir(parents=True, exist_ok=True)
-    if copy_base:
-        if "copy_base" not in inspect.signature(adapter.save_pretrained).parameters:
-            raise RecipeError(f"export --copy-base: the {meta['adapter']!r} adapter has no base pipeline to copy")
-        spec = adapter.save_pretrained(model, out_dir, copy_base=True)
+    if lora is not None:
+        spec = export_lora(adapter, meta["model_spec"], state, recipe, which, out_dir, fuse, copy_base)
+    elif copy_base:
+        spec = adapter.save_pretrained(_student_model(adapter, meta["model_spec"], state), out_dir, copy_base=True)
     else:
-        spec = adapter.save_pretrained(model, out_dir)
+        spec = adapter.save_pretrained(_student_model(adapter, meta["model_spec"], state), out_dir)
     spec = {**spec, "name": f"{recipe['name']}-step{meta['step']}{'-ema' if ema else ''}",
             "recipe": recipe["name"]}
     (out_dir / "generator.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
     (out_dir / "distill.json").write_text(json.dumps(
         {"checkpoint": str(checkpoint.resolve()), "step": meta["step"], "weights": which,
-         "recipe": recipe}, indent=1))
+         "lora": None if lora is None else ("fused" if fuse else "adapter"), "recipe": recipe}, indent=1))
     return out_dir
 
 

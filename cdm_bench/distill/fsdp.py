@@ -78,12 +78,18 @@ def shard(model: nn.Module, block_classes: list[str], bf16: bool = False) -> nn.
 
 
 def full_model_state(model: nn.Module) -> dict:
-    """Full, CPU state dict (under FSDP: complete on rank 0, empty elsewhere)."""
+    """Full, CPU state dict (under FSDP: complete on rank 0, empty elsewhere; a LoRA view: its
+    adapter's weights, on every rank)."""
+    if hasattr(model, "full_state"):
+        return model.full_state()
     return _dcp().get_model_state_dict(model, options=_full())
 
 
 def full_state_on_every_rank(model: nn.Module) -> dict:
-    """The full state dict on every rank, on the model's device (an unsharded copy for sampling)."""
+    """The full state dict on every rank, on the model's device (an unsharded copy for sampling;
+    a LoRA view: the plain model's weights with its adapter merged)."""
+    if hasattr(model, "merged_state"):
+        return model.merged_state()
     dcp = _dcp()
     return dcp.get_model_state_dict(model, options=dcp.StateDictOptions(full_state_dict=True, cpu_offload=False))
 
@@ -91,6 +97,8 @@ def full_state_on_every_rank(model: nn.Module) -> dict:
 def load_full_model_state(model: nn.Module, state: dict, broadcast_from_rank0: bool = False) -> None:
     """Load a full state dict (strict) into a sharded or plain model; every rank passes it, or,
     with ``broadcast_from_rank0``, rank 0 passes it and the others pass ``{}``."""
+    if hasattr(model, "load_full_state"):
+        return model.load_full_state(state)
     dcp = _dcp()
     dcp.set_model_state_dict(model, state, options=dcp.StateDictOptions(
         full_state_dict=True, strict=True, broadcast_from_rank0=broadcast_from_rank0))
@@ -98,10 +106,14 @@ def load_full_model_state(model: nn.Module, state: dict, broadcast_from_rank0: b
 
 def full_optim_state(model: nn.Module, optim: torch.optim.Optimizer) -> dict:
     """Full optimizer state keyed by parameter names (same format with and without FSDP)."""
+    if hasattr(model, "full_optim_state"):
+        return model.full_optim_state(optim)
     return _dcp().get_optimizer_state_dict(model, optim, options=_full())
 
 
 def load_full_optim_state(model: nn.Module, optim: torch.optim.Optimizer, state: dict) -> None:
+    if hasattr(model, "load_full_optim_state"):
+        return model.load_full_optim_state(optim, state)
     dcp = _dcp()
     dcp.set_optimizer_state_dict(model, optim, state, options=dcp.StateDictOptions(full_state_dict=True))
 

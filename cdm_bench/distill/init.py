@@ -94,3 +94,39 @@ def build_working_copies(adapter, spec: dict, *, rank: int, world: int, device: 
         models[role] = model
     del state
     return models
+
+
+def build_lora_copies(adapter, spec: dict, student_lora, fake_lora, *, rank: int, world: int, device: torch.device,
+                      seed: int, bf16: bool = False, gradient_checkpointing: bool = False) -> dict[str, nn.Module]:
+    """{role: view} for ``ROLES`` over ONE frozen base (``adapter.teacher_dtype``) carrying the
+    ``student``, ``fake`` and ``ema`` LoRA adapters (:mod:`cdm_bench.distill.lora`); the teacher's
+    view runs with the adapters off. Only rank 0 reads the teacher's state; the adapters' initial
+    values are drawn from ``seed`` (the EMA starts as the student)."""
+    from cdm_bench.distill import lora
+
+    state = adapter.load_teacher_state() if (rank == 0 or world == 1) else {}
+    base, on_meta = _empty_model(adapter, spec)
+    base = _cast(base, adapter.teacher_dtype)
+    lora.inject(base, adapter, {"student": student_lora, "fake": fake_lora, "ema": student_lora})
+    if state:
+        state = lora.initial_state(base, state, seed, {"ema": "student"})
+        log.info("rank %d: loaded the teacher's state dict into one shared LoRA base (%.1f M adapter parameters "
+                 "per role)", rank, sum(v.numel() for k, v in state.items() if ".lora_" in k and ".student." in k) / 1e6)
+    trains = (".lora_A.student.", ".lora_B.student.", ".lora_A.fake.", ".lora_B.fake.")
+    for name, p in base.named_parameters():
+        p.requires_grad_(any(t in name for t in trains))
+    base.train(True)
+    if gradient_checkpointing:
+        adapter.enable_gradient_checkpointing(base)
+    if world > 1:
+        fsdp.shard(base, adapter.fsdp_block_classes(base), bf16)
+        if on_meta:
+            base.to_empty(device=device)
+        fsdp.load_full_model_state(base, state, broadcast_from_rank0=True)
+    else:
+        if on_meta:
+            base.to_empty(device=device)
+        base.load_state_dict(state, strict=True)
+        base.to(device)
+    del state
+    return {role: lora.LoRAView(base, None if role == "teacher" else role) for role in ROLES}

@@ -71,6 +71,7 @@ def apply_overrides(raw: dict, overrides: dict | list) -> dict:
     """``["train.steps=10", ...]`` or ``{"train.steps": 10}``; CLI strings are YAML-parsed."""
     raw = copy.deepcopy(raw)
     items = list(overrides.items()) if isinstance(overrides, dict) else [_split_override(o) for o in overrides]
+    items = copy.deepcopy(items)  # a later dotted override must not edit the caller's mapping
     for dotted, value in items:
         keys = dotted.split(".")
         node = raw

@@ -103,16 +103,19 @@ class Trainer:
     def _build_models(self) -> None:
         """Teacher, student, fake teacher and EMA, built on the meta device and filled once
         (:mod:`cdm_bench.distill.init`)."""
-        from cdm_bench.distill.init import build_working_copies
+        from cdm_bench.distill.init import build_lora_copies, build_working_copies
 
-        train = self.cfg.train
+        train, student = self.cfg.train, self.cfg.student
         self.adapter.device = self.device
         self.model_spec = self.adapter.teacher_spec()
-        models = build_working_copies(self.adapter, self.model_spec, rank=self.rank, world=self.world,
-                                      device=self.device, bf16=train.precision == "bf16",
-                                      gradient_checkpointing=train.gradient_checkpointing)
+        common = dict(rank=self.rank, world=self.world, device=self.device, bf16=train.precision == "bf16",
+                      gradient_checkpointing=train.gradient_checkpointing)
+        if student.lora is not None:  # one frozen base, three adapters (cdm_bench.distill.lora)
+            models = build_lora_copies(self.adapter, self.model_spec, student.lora, self.cfg.fake.lora,
+                                       seed=derive_seed(train.seed, 1 << 21), **common)
+        else:
+            models = build_working_copies(self.adapter, self.model_spec, **common)
         self.teacher, self.student, self.fake = models["teacher"], models["student"], models["fake"]
-        student = self.cfg.student
         self.ema = EMA(models["ema"], student.ema_decay, student.ema_warmup, student.ema_warmup_offset)
 
     @staticmethod
@@ -269,7 +272,7 @@ class Trainer:
             loss, logs = self.fake_loss(lambda x, s: self._forward("fake_train", self.fake, x, s, cond, grad=True),
                                         x0, gen)
         self.opt_fake.zero_grad(set_to_none=True)
-        loss.backward()
+        _backward(loss, self.fake)
         gnorm = self._clip(self.fake, cfg.optim.grad_clip)
         values = self._reduce_checked({"loss/fake": loss, "grad_norm/fake": gnorm}, "fake-teacher step")
         values["lr/fake"] = self.lr_fake.apply()
@@ -301,7 +304,7 @@ class Trainer:
             logs.update({f"{name}/{key}": val for key, val in extra.items()})
         total = sum(self.weights[n] * terms[n] for n in terms)
         self.opt_student.zero_grad(set_to_none=True)
-        total.backward()
+        _backward(total, self.student)
         gnorm = self._clip(self.student, self.cfg.student.optim.grad_clip)
         checked = {f"loss/{n}": t for n, t in terms.items()}
         values = self._reduce_checked({**checked, "loss/total": total, "grad_norm/student": gnorm}, "student step")
@@ -362,6 +365,14 @@ class Trainer:
             save_checkpoint(self.out_dir, self.step, state, self.recipe, meta, self.cfg.train.keep_checkpoints)
         fsdp.barrier()
         return path
+
+
+def _backward(loss: torch.Tensor, model: nn.Module) -> None:
+    """``loss.backward()``; a LoRA view's adapter is made active first (a checkpointed block
+    recomputes its forward during backward, after other roles' calls switched the adapter)."""
+    if hasattr(model, "activate"):
+        model.activate()
+    loss.backward()
 
 
 def _to(cond, device: torch.device):

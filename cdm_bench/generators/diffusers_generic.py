@@ -55,7 +55,8 @@ RESERVED = {"torch_dtype": "dtype", "dtype": "dtype", "transformer": "transforme
 
 class DiffusersGenerator(Generator):
     recipe = "teacher"
-    path_keys = ("model", "transformer")  # (lora/vae/scheduler paths: see swaps)
+    path_keys = ("model", "transformer")
+    nested_path_keys = {"lora": "path", "vae": "path", "scheduler": "from"}  # (see swaps)
     #: a diffusers pipeline class name; None: whatever the folder's model_index.json names
     pipeline_class: str | None = None
     #: the transformer class a ``transformer:`` folder must hold (None: any diffusers model)

@@ -236,16 +236,29 @@ def apply(pipe, gen, dtype, dtype_key: str = "torch_dtype") -> None:
         pipe.scheduler = build_scheduler(gen.scheduler, pipe.scheduler)
     fused = [e for e in gen.lora if e["fuse"]]
     if fused:
+        names = [e["adapter_name"] for e in fused]
         for e in fused:
             load_lora(pipe, e)
-        pipe.set_adapters([e["adapter_name"] for e in fused], [e["scale"] for e in fused])
-        pipe.fuse_lora(components=_lora_components(pipe), lora_scale=1.0, adapter_names=[e["adapter_name"] for e in fused])
-        pipe.unload_lora_weights()  # the fused weights stay; the LoRA layers go
+        _set_adapters(pipe, names, [e["scale"] for e in fused])
+        if hasattr(pipe, "fuse_lora"):
+            pipe.fuse_lora(components=_lora_components(pipe), lora_scale=1.0, adapter_names=names)
+            pipe.unload_lora_weights()  # the fused weights stay; the LoRA layers go
+        else:  # a pipeline without diffusers' LoRA loader (e.g. LongCat-Image): its denoiser's own
+            _denoiser(pipe).fuse_lora(lora_scale=1.0, adapter_names=names)
+            _denoiser(pipe).unload_lora()
     live = [e for e in gen.lora if not e["fuse"]]
     for e in live:
         load_lora(pipe, e)
     if live:
-        pipe.set_adapters([e["adapter_name"] for e in live], [e["scale"] for e in live])
+        _set_adapters(pipe, [e["adapter_name"] for e in live], [e["scale"] for e in live])
+
+
+def _denoiser(pipe):
+    return getattr(pipe, "transformer", None) or pipe.unet
+
+
+def _set_adapters(pipe, names: list, scales: list) -> None:
+    (pipe if hasattr(pipe, "set_adapters") else _denoiser(pipe)).set_adapters(names, scales)
 
 
 def _lora_components(pipe) -> list[str]:
@@ -254,13 +267,21 @@ def _lora_components(pipe) -> list[str]:
 
 def load_lora(pipe, entry: dict) -> None:
     src = lora_source(entry, download=True)
-    if entry["format"] == "diffusers":
+    if entry["format"] == "diffusers" and hasattr(pipe, "load_lora_weights"):
         pipe.load_lora_weights(str(src), adapter_name=entry["adapter_name"])
+        return
+    if entry["format"] == "diffusers":  # no pipeline loader: the denoiser's (ModelMixin.load_lora_adapter)
+        from safetensors import safe_open
+
+        with safe_open(str(src), "pt") as f:
+            prefixed = all(k.startswith("transformer.") for k in f.keys())
+        _denoiser(pipe).load_lora_adapter(str(src.parent), weight_name=src.name, adapter_name=entry["adapter_name"],
+                                          prefix="transformer" if prefixed else None)
         return
     from peft import LoraConfig, set_peft_model_state_dict
     from safetensors.torch import load_file
 
-    denoiser = getattr(pipe, "transformer", None) or pipe.unet
+    denoiser = _denoiser(pipe)
     cfg = json.loads((src / PEFT_FILES[0]).read_text())
     known = set(LoraConfig.__dataclass_fields__)
     denoiser.add_adapter(LoraConfig(**{k: v for k, v in cfg.items() if k in known}), adapter_name=entry["adapter_name"])

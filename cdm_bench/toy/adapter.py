@@ -27,6 +27,8 @@ from cdm_bench.distill.adapter import ModelAdapter
 
 class ToyAdapter(ModelAdapter):
     name = "toy"
+    #: LoRA target layers (the FiLM and time-embedding layers; feed-forward: the text blocks' MLPs)
+    lora_targets = (("res.film", "time_mlp.0", "time_mlp.2"), ("mlp.0", "mlp.2"))
 
     def __init__(self, teacher: str = "quick", model_config: dict | None = None, init_seed: int = 0,
                  shift: float | None = None):

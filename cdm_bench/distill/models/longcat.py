@@ -32,6 +32,10 @@ class LongCatAdapter(PipelineAdapter):
     generator = "longcat-image"
     default_pretrained = "meituan-longcat/LongCat-Image"
     block_classes = ("LongCatImageTransformerBlock", "LongCatImageSingleTransformerBlock")
+    #: LoRA target layers (attention, feed-forward), the reference's (cdm/models/model_adapters.py)
+    lora_targets = (("attn.to_k", "attn.to_q", "attn.to_v", "attn.to_out.0",
+                    "attn.add_k_proj", "attn.add_q_proj", "attn.add_v_proj", "attn.to_add_out"),
+                    ("ff.net.0.proj", "ff.net.2", "ff_context.net.0.proj", "ff_context.net.2"))
     default_max_sequence_length = 512
 
     @property

@@ -192,8 +192,9 @@ class PipelineAdapter(ModelAdapter):
         return 2 ** (len(self.pipe.vae.config.block_out_channels) - 1)
 
     def _model_dtype(self, model: nn.Module) -> torch.dtype:
-        p = next(model.parameters())
-        return p.dtype if not hasattr(p, "to_local") else torch.float32
+        # the weights' dtype (a LoRA view: its base's); under FSDP2 a mixed-precision policy casts
+        # the inputs to its param_dtype itself
+        return next(getattr(model, "shared_base", model).parameters()).dtype
 
     def _vae_decode(self, latents: torch.Tensor) -> torch.Tensor:
         vae = self.pipe.vae
@@ -238,6 +239,30 @@ class PipelineAdapter(ModelAdapter):
             pipe.register_modules(transformer=None)
             return {**spec, "model": "."}
         model.save_pretrained(str(out_dir / "transformer"))
+        return {**spec, **self._base_spec(), "transformer": "transformer"}
+
+    def _base_spec(self) -> dict:
         extra = {"pretrained_kwargs": self.pretrained_kwargs} if self.pretrained_kwargs else {}
         base = self.pretrained if not Path(self.pretrained).expanduser().exists() else str(Path(self.pretrained).resolve())
-        return {**spec, "model": base, "transformer": "transformer", **extra}
+        return {"model": base, **extra}
+
+    def save_lora(self, model: nn.Module, out_dir: Path, adapter_name: str) -> dict:
+        """``model``'s LoRA adapter in diffusers' layout (``pytorch_lora_weights.safetensors``, rank
+        and alpha in its metadata): the pipeline class's ``save_lora_weights`` where it has one
+        (``pipe.load_lora_weights(out_dir)``), else the transformer's ``save_lora_adapter``
+        (``transformer.load_lora_adapter(out_dir, prefix=None)``); the spec: the base + a ``lora`` entry."""
+        import diffusers
+        from peft.utils import get_peft_model_state_dict
+
+        out_dir = Path(out_dir)
+        pipe_cls = getattr(diffusers, self.pipeline_class)
+        if hasattr(pipe_cls, "save_lora_weights"):
+            meta = model.peft_config[adapter_name].to_dict()
+            meta = {k: sorted(v) if isinstance(v, set) else v for k, v in meta.items()}
+            pipe_cls.save_lora_weights(str(out_dir), transformer_lora_layers=get_peft_model_state_dict(
+                model, adapter_name=adapter_name), transformer_lora_adapter_metadata=meta)
+        else:
+            model.save_lora_adapter(str(out_dir), adapter_name=adapter_name)
+        entry = {"path": ".", "format": "diffusers", "scale": 1.0, "adapter_name": "student", "fuse": False}
+        return {"generator": self.generator, **self.student_sampling, "resolution": self.resolution,
+                **self._base_spec(), "lora": [entry]}

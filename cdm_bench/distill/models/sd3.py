@@ -25,6 +25,10 @@ class SD3Adapter(PipelineAdapter):
     generator = "sd3-medium"
     default_pretrained = "stabilityai/stable-diffusion-3-medium-diffusers"
     block_classes = ("JointTransformerBlock",)
+    #: LoRA target layers (attention, feed-forward), the reference's (cdm/models/model_adapters.py)
+    lora_targets = (("attn.add_k_proj", "attn.add_q_proj", "attn.add_v_proj", "attn.to_add_out",
+                    "attn.to_k", "attn.to_out.0", "attn.to_q", "attn.to_v"),
+                    ("ff.net.0.proj", "ff.net.2", "ff_context.net.0.proj", "ff_context.net.2"))
     default_max_sequence_length = 256
 
     def _encode(self, prompts: list[str]) -> dict:
