@@ -12,8 +12,9 @@ NODEPS_SCORERS ?= hpsv2x==1.2.0 image-reward==1.5
 EVAL_VENV := .venv-eval
 HPSV3_VENV := .venv-hpsv3
 DPG_VENV := .venv-dpg
+T2V_VENV := .venv-t2v
 
-.PHONY: venv eval-env eval-env-hpsv3 eval-env-dpg browser demo demo-quick test bench clean
+.PHONY: venv eval-env eval-env-hpsv3 eval-env-dpg eval-env-t2v browser demo demo-quick test bench clean
 venv: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml Makefile
 	test -d $(VENV) || $(PY) -m venv $(VENV)
@@ -53,13 +54,19 @@ $(DPG_VENV)/.installed: scripts/make_dpg_env.sh pyproject.toml
 	PYTHON=$(PY) TORCH_PIN="$(TORCH_PIN)" TORCHVISION_PIN="$(TORCHVISION_PIN)" bash scripts/make_dpg_env.sh .
 	touch $@
 
+# the t2v-metrics package (vqascore's reference; its pins do not install): scripts/make_t2v_env.sh
+eval-env-t2v: $(T2V_VENV)/.installed
+$(T2V_VENV)/.installed: scripts/make_t2v_env.sh pyproject.toml
+	PYTHON=$(PY) TORCH_PIN="$(TORCH_PIN)" TORCHVISION_PIN="$(TORCHVISION_PIN)" bash scripts/make_t2v_env.sh .
+	touch $@
+
 # the report test opens the HTML report in headless Chromium (Debian's package; root installs it)
 browser:
 	@command -v chromium >/dev/null 2>&1 || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
 		apt-get install -y -qq chromium >/dev/null) || echo "chromium not installed: the browser test is skipped"
 
-test: venv eval-env-hpsv3 eval-env-dpg browser
+test: venv eval-env-hpsv3 eval-env-dpg eval-env-t2v browser
 	$(BIN)/python -m pytest -q -x --timeout 900
 
 clean:
-	rm -rf $(VENV) $(EVAL_VENV) $(HPSV3_VENV) $(DPG_VENV) runs .pytest_cache
+	rm -rf $(VENV) $(EVAL_VENV) $(HPSV3_VENV) $(DPG_VENV) $(T2V_VENV) runs .pytest_cache

@@ -12,7 +12,7 @@ Backends:
 * ``transformers``: a local Qwen2-VL / Qwen2.5-VL class model (:mod:`metrics.llm_judge_local`).
   Options ``model`` (a local folder or a hub id in the local Hugging Face cache; required),
   ``max_new_tokens`` (1024), ``device`` ("cpu"), ``dtype`` ("float32" | "bfloat16" | "float16");
-  greedy decoding. Needs the ``gen`` extra (transformers).
+  greedy decoding. Needs the ``eval`` extra (transformers).
 
 Both: ``concurrency`` (pairs judged at once, 8; the local model generates one at a time),
 ``parse_retries`` (an answer without a verdict asked again, 2), ``max_size`` (long side of the
@@ -68,7 +68,7 @@ class LLMJudge:
                             "hub id in the local Hugging Face cache)")
         if base_url:
             raise SpecError("llm_judge backend 'transformers' runs the model here: drop base_url")
-        self.extra = "gen"
+        self.extra = "eval"
         self.max_new_tokens = int_in_range(1024 if max_new_tokens is None else max_new_tokens,
                                            "llm_judge max_new_tokens", 1, 32768)
         self.device, self.dtype = str(device or "cpu"), str(dtype or "float32")

@@ -33,7 +33,7 @@ class TransformersBackend:
         from metrics.vlm_local import check_model, config_sha256
 
         self.model_ref, self.device, self.dtype, self.max_new_tokens = str(model), device, dtype, int(max_new_tokens)
-        self.folder = check_model("llm_judge's transformers backend", self.model_ref, "gen")
+        self.folder = check_model("llm_judge's transformers backend", self.model_ref, "eval")
         self.config_sha256 = config_sha256(self.folder)
         self.model = self.processor = None
         self._lock = threading.Lock()

@@ -49,7 +49,7 @@ class VQAScore(PerImageMetric):
     higher_is_better = True
     input_format = "pil"
     requires = ("torch", "transformers")
-    extra = "gen"
+    extra = "eval"
     env_hint = "make eval-env"
     batch_size = 8
 
