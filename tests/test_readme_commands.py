@@ -62,7 +62,7 @@ COMMANDS = {
     "cdm-bench run SPEC.yaml [--out DIR] [--eval-python PATH]": PARSE,
     "cdm-bench demo --out DIR [--quick] [--ablations]": PARSE,
     "cdm-bench train RECIPE [--set key=value ...] [--out DIR] [--resume] [--then SPEC]": PARSE,
-    "cdm-bench export CHECKPOINT --out DIR [--ema/--no-ema] [--step N|best]": PARSE,
+    "cdm-bench export CHECKPOINT --out DIR [--ema/--no-ema] [--step N|best] [--fuse]": PARSE,
     "cdm-bench sweep SPEC [--out DIR] [--jobs N] [--executor E] [--only PATTERN] "
     "[--dry-run] [--report]": PARSE,
     "cdm-bench ls benchmarks": RUN,
@@ -80,6 +80,8 @@ COMMANDS = {
     "longcat/cdm --out runs/distill/longcat-cdm": PARSE,
     "torchrun --nproc_per_node 8 -m cdm_bench.cli.train sd3_medium/cdm --out runs/distill/sd3-cdm --resume": RUN,
     "cdm-bench export runs/distill/sd3-cdm --out runs/students/sd3-cdm [--copy-base]": RUN,
+    "torchrun --nproc_per_node 2 -m cdm_bench.cli.train sd3_medium/cdm_lora --out runs/distill/sd3-cdm-lora": RUN,
+    "cdm-bench export runs/distill/sd3-cdm-lora --out runs/students/sd3-cdm-lora [--fuse]": RUN,
     "cdm-bench generate --generator runs/students/sd3-cdm/generator.yaml --prompts pickapic --out "
     "runs/sd3-cdm/pickapic": RUN,
     "torchrun --nproc_per_node 2 -m cdm_bench.cli.train cdm --out runs/distill/cdm-2proc": RUN,
@@ -211,7 +213,7 @@ def _argv(cmd: str, tiny_sd3_dir: Path) -> list[list[str]]:
     out = []
     for argv in _expand(cmd):
         if "cdm_bench.cli.train" in argv or argv[:2] == ["cdm-bench", "train"]:  # the model's weights -> tiny ones
-            argv = argv + (_tiny_sd3(tiny_sd3_dir) if "sd3_medium/cdm" in argv else _tiny_toy())
+            argv = argv + (_tiny_sd3(tiny_sd3_dir) if any(a.startswith("sd3_medium/") for a in argv) else _tiny_toy())
             if any(a.startswith("validate.") for a in argv):  # and the validation: the tiny scorer, 4 prompts
                 argv += ["--set", "validate.prompts=toy-small", "--set", "validate.limit=4", "--set",
                          "validate.metrics=[{name: toy_fid, scorer: tiny}, {name: toy_align, scorer: tiny}]"]
