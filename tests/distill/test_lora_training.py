@@ -207,11 +207,13 @@ def _torchrun(recipe: str, overrides: dict, out: Path, *extra: str) -> None:
 
 
 @pytest.mark.dist
-def test_torchrun_fsdp2_lora_resumes_exactly_and_exports(tiny_sd3_dir, tmp_path):
+@pytest.mark.parametrize("recipe", ["sd3_medium/cdm_lora", "longcat/cdm_lora"])
+def test_torchrun_fsdp2_lora_resumes_exactly_and_exports(recipe, request, tmp_path):
     """bf16 + gradient checkpointing + FSDP2 (base and adapters sharded together) on 2 processes."""
-    _torchrun("sd3_medium/cdm_lora", tiny(tiny_sd3_dir, steps=2), tmp_path / "a")
-    _torchrun("sd3_medium/cdm_lora", tiny(tiny_sd3_dir, steps=1), tmp_path / "b")
-    _torchrun("sd3_medium/cdm_lora", tiny(tiny_sd3_dir, steps=2), tmp_path / "b", "--resume")
+    over = lambda steps: tiny(_model_dir(recipe, request), steps=steps)  # noqa: E731
+    _torchrun(recipe, over(2), tmp_path / "a")
+    _torchrun(recipe, over(1), tmp_path / "b")
+    _torchrun(recipe, over(2), tmp_path / "b", "--resume")
     a, b = load_state(tmp_path / "a" / "checkpoint-000002"), load_state(tmp_path / "b" / "checkpoint-000002")
     _assert_same(a, b)
     assert all(".lora_" in k for k in a["student"])
