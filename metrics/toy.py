@@ -68,10 +68,24 @@ def _scorer_id(scorer: Any) -> str:
 
 
 class _ScorerMetric:
-    """Shared scorer handling: loaded in setup(), freed in teardown()."""
+    """Shared scorer handling: loaded in setup(), freed in teardown(), named in describe()."""
 
     scorer_spec: Any
     device: str
+
+    def _init_scorer(self, scorer: Any) -> None:
+        self.scorer_spec = scorer
+        self._scorer = None
+
+    def setup(self) -> None:
+        self.scorer  # noqa: B018 - load now
+
+    def teardown(self) -> None:
+        self.free_scorer()
+        super().teardown()
+
+    def describe(self) -> dict:
+        return {**super().describe(), "scorer": _scorer_id(self.scorer_spec)}
 
     @property
     def scorer(self):
@@ -114,23 +128,12 @@ class ToyAlign(_ScorerMetric, PerImageMetric):
 
     def __init__(self, device: str = "cpu", dtype: str = "float32", scorer: Any = "demo"):
         super().__init__(device, dtype)
-        self.scorer_spec = scorer
-        self._scorer = None
-
-    def setup(self) -> None:
-        self.scorer  # noqa: B018 - load now
-
-    def teardown(self) -> None:
-        self.free_scorer()
-        super().teardown()
+        self._init_scorer(scorer)
 
     def score(self, images, prompts: Sequence[str], meta: Sequence[dict]) -> np.ndarray:
         from cdm_bench.toy.scorer import alignment
 
         return alignment(self.scorer, np.asarray(images), list(prompts))
-
-    def describe(self) -> dict:
-        return {**super().describe(), "scorer": _scorer_id(self.scorer_spec)}
 
 
 class ScorerFeatures(nn.Module):
@@ -165,8 +168,7 @@ class ToyFID(_ScorerMetric, TorchmetricsState, Metric):
 
     def __init__(self, device: str = "cpu", dtype: str = "float32", scorer: Any = "demo"):
         super().__init__(device, dtype)
-        self.scorer_spec = scorer
-        self._scorer = None
+        self._init_scorer(scorer)
         self._fid = None
 
     @property
@@ -193,7 +195,6 @@ class ToyFID(_ScorerMetric, TorchmetricsState, Metric):
 
     def teardown(self) -> None:
         self._fid = None
-        self.free_scorer()
         super().teardown()
 
     def update(self, images, prompts: Sequence[str], meta: Sequence[dict]) -> None:
@@ -218,7 +219,7 @@ class ToyFID(_ScorerMetric, TorchmetricsState, Metric):
 
     def _terms(self) -> tuple[float, float]:
         """The distance's mean term |mu_r - mu_g|^2 and covariance term (they sum to it)."""
-        from cdm_bench.report.frontier import frechet_terms
+        from cdm_bench.frechet import frechet_terms
 
         f = self.fid
         stats = []
@@ -233,6 +234,3 @@ class ToyFID(_ScorerMetric, TorchmetricsState, Metric):
     def reset(self) -> None:
         if self._fid is not None:
             self._fid.reset()
-
-    def describe(self) -> dict:
-        return {**super().describe(), "scorer": _scorer_id(self.scorer_spec)}

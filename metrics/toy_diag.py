@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from cdm_bench.metric import Metric
-from metrics.toy import _scorer_id, _ScorerMetric, real_seed
+from metrics.toy import _ScorerMetric, real_seed
 
 KEYS = ("n", "count_ok", "hf", "real_hf", "std", "real_std")
 
@@ -49,16 +49,8 @@ class ToyDiag(_ScorerMetric, Metric):
 
     def __init__(self, device: str = "cpu", dtype: str = "float32", scorer: Any = "demo"):
         super().__init__(device, dtype)
-        self.scorer_spec = scorer
-        self._scorer = None
+        self._init_scorer(scorer)
         self.reset()
-
-    def setup(self) -> None:
-        self.scorer  # noqa: B018 - load now
-
-    def teardown(self) -> None:
-        self.free_scorer()
-        super().teardown()
 
     def _heads(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         s = self.scorer
@@ -123,6 +115,3 @@ class ToyDiag(_ScorerMetric, Metric):
                 self._sums[key] += v
             self._bg += st["bg"].numpy()
             self._real_bg += st["real_bg"].numpy()
-
-    def describe(self) -> dict:
-        return {**super().describe(), "scorer": _scorer_id(self.scorer_spec)}

@@ -23,6 +23,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from cdm_bench.frechet import frechet_terms  # noqa: F401  (re-exported: the split is part of the report's statistics)
+
 N_BOOT = 2000
 LEVEL = 0.95
 
@@ -109,14 +111,3 @@ def pareto_front(pts: pd.DataFrame, directions: dict[str, bool]) -> pd.DataFrame
         beaten = np.any(np.all(others >= v, axis=1) & np.any(others > v, axis=1)) if len(others) else False
         keep.append(not beaten)
     return pts[np.array(keep, dtype=bool)] if len(pts) else pts
-
-
-def frechet_terms(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray) -> tuple[float, float]:
-    """(mean term ``|mu1 - mu2|^2``, covariance term ``tr(S1 + S2 - 2 (S1 S2)^1/2)``); their sum
-    is the Fréchet distance. The trace of the root is the sum of the square roots of the
-    eigenvalues of ``S1 S2``, as torchmetrics computes it (no warning for singular matrices)."""
-    s1, s2 = np.asarray(sigma1, float), np.asarray(sigma2, float)
-    mean_term = float(np.sum((np.asarray(mu1, float) - np.asarray(mu2, float)) ** 2))
-    root_trace = np.sqrt(np.linalg.eigvals(s1 @ s2).astype(complex)).real.sum()
-    cov_term = float(np.trace(s1) + np.trace(s2) - 2 * root_trace)
-    return mean_term, cov_term
