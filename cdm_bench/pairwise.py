@@ -6,6 +6,12 @@ key and the judge's identity): ``responses.jsonl`` (every raw answer, as it arri
 95 % prompt-bootstrap intervals, the consistency rate, the failed pairs). A killed run asks
 nothing twice. Image sets whose prompts differ are refused; a pair that got no verdict is failed
 (not a tie) and fails the call unless ``allow_partial``.
+
+Sharded like every evaluate call (``torchrun --nproc_per_node N -m cdm_bench evaluate ...
+--against ...``): pair ``i`` belongs to rank ``i % N``; each rank appends its answers to its own
+``responses-r<rank>.jsonl`` and reads every ``responses*.jsonl`` first (so a run resumed with
+another number of processes asks nothing twice); rank 0 holds the locks and writes the verdicts
+and the summary.
 """
 
 from __future__ import annotations
@@ -69,6 +75,8 @@ def _url_loader(run, record: dict, max_size: int):
 def evaluate_pairwise(images_dir, against_dir, metrics, allow_partial: bool = False) -> dict:
     """Judge run ``images_dir`` against ``against_dir`` with each pairwise metric; returns
     {instance: results} (also written)."""
+    from cdm_bench import dist
+    from cdm_bench.evaluate import _lock
     from cdm_bench.rundir import RunDir, generation_key
 
     a, b = RunDir(images_dir), RunDir(against_dir)
@@ -81,31 +89,58 @@ def evaluate_pairwise(images_dir, against_dir, metrics, allow_partial: bool = Fa
     for _, metric in built:  # packages, keys: before any image is read
         metric.backend()
     out = {}
-    with contextlib.ExitStack() as held:
-        held.enter_context(a.lock("evaluate --against (writing)", shared=False))
-        held.enter_context(b.lock("evaluate --against (reading)", shared=True))
+    with dist.process_group() as (rank, size), contextlib.ExitStack() as held:
+        _lock(held, rank, a, "evaluate --against (writing)", False)
+        _lock(held, rank, b, "evaluate --against (reading)", True)
         pairs = pair_records(a, b)
         key_b = generation_key(b.read_identity())
         for instance, metric in built:
             ident = {"judge": metric.describe(), "against": key_b}
             key = hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:16]
-            out[instance] = _judge_one(a, b, instance, metric, ident, key, pairs, allow_partial)
+            out[instance] = _judge_one(a, b, instance, metric, ident, key, pairs, allow_partial, rank, size)
     return out
 
 
-def _judge_one(a, b, instance, metric, ident, key, pairs, allow_partial) -> dict:
-    import pandas as pd
-
-    from cdm_bench.atomic import atomic_write_json, atomic_write_text
-    from cdm_bench.report.pairwise import win_tie_loss
+def _judge_shard(a, b, metric, folder: Path, pairs, rank: int, size: int) -> list[dict] | None:
+    """This rank's pairs judged; on rank 0 every rank's rows, in ``pairs`` order (else None)."""
+    from cdm_bench import dist
     from metrics.llm_judge_backends import Pair, ResponseStore
 
+    if rank == 0:
+        folder.mkdir(parents=True, exist_ok=True)
+    dist.barrier()
+    own = folder / ("responses.jsonl" if size == 1 else f"responses-r{rank}.jsonl")
+    store = ResponseStore(own, also=[p for p in sorted(folder.glob("responses*.jsonl")) if p != own])
+    mine = [Pair(str(ra["prompt_id"]), int(ra["k"]), ra["prompt"], ra["sha256"], rb["sha256"],
+                 _url_loader(a, ra, metric.max_size), _url_loader(b, rb, metric.max_size))
+            for ra, rb in pairs[rank::size]]
+    shards = dist.all_gather(metric.judge(mine, store))
+    if rank != 0:
+        return None
+    rows: list = [None] * len(pairs)
+    for r, shard in enumerate(shards):
+        rows[r::size] = shard
+    return rows
+
+
+def _judge_one(a, b, instance, metric, ident, key, pairs, allow_partial, rank: int = 0, size: int = 1) -> dict:
+    import pandas as pd
+
+    from cdm_bench import dist
+
     folder = a.pairwise_dir(instance, key)
-    folder.mkdir(parents=True, exist_ok=True)
-    store = ResponseStore(folder / "responses.jsonl")
-    todo = [Pair(str(ra["prompt_id"]), int(ra["k"]), ra["prompt"], ra["sha256"], rb["sha256"],
-                 _url_loader(a, ra, metric.max_size), _url_loader(b, rb, metric.max_size)) for ra, rb in pairs]
-    rows = pd.DataFrame(metric.judge(todo, store))
+    judged = _judge_shard(a, b, metric, folder, pairs, rank, size)
+    res, error = dist.broadcast(_summarise(a, b, instance, ident, folder, pd.DataFrame(judged)) if rank == 0 else None)
+    if error and not allow_partial:
+        raise MetricFailedError(error)
+    return res
+
+
+def _summarise(a, b, instance, ident, folder: Path, rows) -> tuple[dict, str | None]:
+    """Write verdicts.csv and summary.json; (summary, the failure message or None)."""
+    from cdm_bench.atomic import atomic_write_json, atomic_write_text
+    from cdm_bench.report.pairwise import win_tie_loss
+
     atomic_write_text(folder / VERDICTS, rows.to_csv(index=False))
     ok = rows[rows["status"] == "ok"]
     stats = win_tie_loss(ok.assign(a="run", b="against")) if len(ok) else {}
@@ -115,11 +150,11 @@ def _judge_one(a, b, instance, metric, ident, key, pairs, allow_partial) -> dict
            "status": "ok" if not failed else ("partial" if len(ok) else "failed"), "pairs": len(rows),
            "failed": failed, "consistency": float(ok["consistent"].mean()) if len(ok) else float("nan"), **stats}
     atomic_write_json(folder / SUMMARY, res)
-    if failed and not allow_partial:
-        raise MetricFailedError(f"{instance}: {failed} of {len(rows)} pairs got no verdict (e.g. "
-                                f"{rows.loc[rows['status'] != 'ok', 'error'].iloc[0]}); their answers are in "
-                                f"{folder / 'responses.jsonl'}; re-run to retry them, or pass --allow-partial")
-    return res
+    if not failed:
+        return res, None
+    return res, (f"{instance}: {failed} of {len(rows)} pairs got no verdict (e.g. "
+                 f"{rows.loc[rows['status'] != 'ok', 'error'].iloc[0]}); their answers are in "
+                 f"{folder}/responses*.jsonl; re-run to retry them, or pass --allow-partial")
 
 
 def _name(run) -> str:

@@ -67,12 +67,15 @@ def response_key(sha_a: str, sha_b: str, prompt: str, model: str, round_: int) -
 
 
 class ResponseStore:
-    """Append-only JSONL of raw answers; a torn last line (a kill mid-write) is ignored."""
+    """Append-only JSONL of raw answers; a torn last line (a kill mid-write) is ignored. ``also``:
+    other stores' files read too (another rank's, under a sharded run), never written."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, also=()):
         self.path, self._lock, self.data = Path(path), threading.Lock(), {}
-        if self.path.is_file():
-            for line in self.path.read_text(encoding="utf-8").splitlines():
+        for file in [*map(Path, also), self.path]:
+            if not file.is_file():
+                continue
+            for line in file.read_text(encoding="utf-8").splitlines():
                 try:
                     rec = json.loads(line)
                 except json.JSONDecodeError:

@@ -195,3 +195,39 @@ def test_the_dry_run_lists_the_judged_pairs(monkeypatch):
     text = dry_run(spec)
     row = next(line for line in text.splitlines() if "llm_judge vs real" in line)
     assert "| one " in row and "cdm-bench[judge]" in row and "JK is not set" in row
+
+
+@pytest.mark.dist
+def test_a_sharded_judge_splits_the_pairs_and_matches_one_process(server, runs):
+    """torchrun 2 processes: each pair asked once (the server counts), verdicts equal to one process's;
+    a later 1-process run reads both ranks' answer files and asks nothing."""
+    import socket
+
+    import pandas as pd
+
+    a, b, _ = runs
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+           "--master_port", str(port), "-m", "cdm_bench", "evaluate", "--images", str(a), "--against", str(b),
+           "--metrics", "llm_judge", "--metric-options", _opts(server, model="judge-shard")]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "JK": "EMPTY", "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert Judge.counts and Judge.total == 12  # 6 pairs x 2 rounds, none twice
+    res = _results(a, "judge-shard")
+    folder = next(p.parent for p in (a / "pairwise").glob("llm_judge-*/summary.json")
+                  if json.loads(p.read_text())["identity"]["judge"]["model"] == "judge-shard")
+    assert sorted(p.name for p in folder.glob("responses*.jsonl")) == ["responses-r0.jsonl", "responses-r1.jsonl"]
+    assert res["pairs"] == 6 and res["status"] == "ok"
+    cli("evaluate", "--images", a, "--against", b, "--metrics", "llm_judge", "--metric-options",
+        _opts(server, model="judge-shard"), env={"JK": "EMPTY"})
+    assert Judge.total == 12
+    one = cli("evaluate", "--images", a, "--against", b, "--metrics", "llm_judge", "--metric-options",
+              _opts(server, model="judge-one"), env={"JK": "EMPTY"})
+    assert one.returncode == 0 and Judge.total == 24
+    single = next(p.parent for p in (a / "pairwise").glob("llm_judge-*/summary.json")
+                  if json.loads(p.read_text())["identity"]["judge"]["model"] == "judge-one")
+    cols = ["prompt_id", "k", "round1", "round2", "winner", "consistent"]
+    pd.testing.assert_frame_equal(pd.read_csv(folder / "verdicts.csv")[cols], pd.read_csv(single / "verdicts.csv")[cols])
