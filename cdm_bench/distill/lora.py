@@ -21,7 +21,6 @@ without peft's ``set_adapter``, which would also flip ``requires_grad``.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import warnings
 from dataclasses import dataclass, field
@@ -105,23 +104,7 @@ def inject(model: nn.Module, adapter, configs: dict) -> None:
 
 
 def lora_layers(model: nn.Module) -> list:
-    from peft.tuners.lora import LoraLayer
-
-    return [m for m in model.modules() if isinstance(m, LoraLayer)]
-
-
-@contextlib.contextmanager
-def active(model: nn.Module, name: str | None):
-    """Run ``model`` with adapter ``name`` only (``None``: no adapter, the teacher)."""
-    layers = lora_layers(model)
-    saved = [(m._active_adapter, m._disable_adapters) for m in layers]
-    for m in layers:
-        m._active_adapter, m._disable_adapters = ([name] if name else m._active_adapter), name is None
-    try:
-        yield
-    finally:
-        for m, (a, d) in zip(layers, saved):
-            m._active_adapter, m._disable_adapters = a, d
+    return [m for _, m in _named_lora_layers(model)]
 
 
 def activate(model: nn.Module, name: str | None) -> None:
@@ -248,10 +231,7 @@ class LoRAView(nn.Module):
         full = {n: _full(p).detach() for n, p in self.shared_base.named_parameters()}
         full.update({n: _full(b).detach() for n, b in self.shared_base.named_buffers()})
         out = {}
-        scaling = {}
-        for layer_name, layer in _named_lora_layers(self.shared_base):
-            if self.adapter_name:
-                scaling[layer_name] = layer.scaling[self.adapter_name]
+        scaling = {n: m.scaling[self.adapter_name] for n, m in _named_lora_layers(self.shared_base)} if self.adapter_name else {}
         for key, value in full.items():
             if ".lora_" in key:
                 continue
