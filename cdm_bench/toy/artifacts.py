@@ -72,12 +72,27 @@ def _lock(path: Path):
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
+def _cached(final: Path, marker: str, cfg) -> bool:
+    """A complete artefact made with the config's thread count (the weights depend on it; an
+    artefact trained before the count was fixed may have used fewer threads: it is retrained)."""
+    if not (final / marker).is_file():
+        return False
+    try:
+        threads = json.loads((final / marker).read_text()).get("threads")
+    except (OSError, ValueError, AttributeError):
+        return False
+    if threads is not None and int(threads) != int(cfg.threads):
+        _say(f"{final} was trained with {threads} threads, its config says {cfg.threads}: retraining it")
+        return False
+    return True
+
+
 def _ensure(kind: str, cfg, train_fn, marker: str, retrain: bool, preset: str) -> Path:
     final = toy_cache() / f"{kind}-{cfg.hash()}"
-    if (final / marker).is_file() and not retrain:
+    if not retrain and _cached(final, marker, cfg):
         return final
     with _lock(toy_cache() / f".{kind}-{cfg.hash()}.lock"):
-        if (final / marker).is_file() and not retrain:  # another process made it meanwhile
+        if not retrain and _cached(final, marker, cfg):  # another process made it meanwhile
             return final
         # under the lock nobody else trains this config: leftovers of killed runs are stale
         for stale in toy_cache().glob(f".tmp-{kind}-{cfg.hash()}-*"):
