@@ -136,10 +136,15 @@ class NFECounter:
 
 def module_sha256(module) -> str:
     """The content hash of a torch module's state (names and bytes), for in-memory models."""
+    return state_sha256(module.state_dict())
+
+
+def state_sha256(state: dict) -> str:
+    """The content hash of a state dict: its names, and its tensors' bytes in name order."""
     import torch
 
     h = hashlib.sha256()
-    for name, t in sorted(module.state_dict().items()):
+    for name, t in sorted(state.items()):
         h.update(name.encode())
         h.update(t.detach().to("cpu").contiguous().view(-1).view(torch.uint8).numpy().tobytes())
     return h.hexdigest()

@@ -123,6 +123,20 @@ def check_same_recipe(saved: dict, current: dict, where: Path) -> None:
                           + "; ".join(diffs) + ". Use a new --out directory instead.")
 
 
+def check_same_teacher(saved: str | None, current: str | None, where: Path) -> None:
+    """Refuse to resume with other teacher weights than the checkpoint was distilled from (rank 0
+    knows the hashes; under torchrun every rank learns the answer). A checkpoint written before
+    the hash was recorded resumes."""
+    from cdm_bench.distill import fsdp
+
+    differs = bool(saved and current and saved != current)
+    if fsdp.all_reduce_max(int(differs)):
+        raise ResumeError(f"refusing to resume {where}: it was distilled from teacher weights sha256 "
+                          f"{saved[:12] if differs else '(rank 0 has it)'}, the teacher loaded now is "
+                          f"{current[:12] if differs else '(rank 0 has it)'} (a retrained or edited teacher); "
+                          "restore that teacher, or start a new --out directory")
+
+
 def check_fresh_run(out_dir: Path) -> None:
     """Refuse to start over an existing run (pass resume=True / --resume to continue it)."""
     ckpt = latest_checkpoint(out_dir)

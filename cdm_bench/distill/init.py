@@ -63,13 +63,25 @@ def _prepare(model: nn.Module, role: str, adapter, dtype: torch.dtype, checkpoin
     return model
 
 
+def load_teacher(adapter, rank: int, world: int) -> dict:
+    """The teacher's full state on rank 0 (``{}`` elsewhere: it is broadcast). Its content hash is
+    kept as ``adapter.teacher_sha256``: checkpoints record it and a resume with other teacher
+    weights is refused (a retrained or edited teacher would silently mix two distillations)."""
+    if not (rank == 0 or world == 1):
+        return {}
+    from cdm_bench.generator import state_sha256
+
+    state = adapter.load_teacher_state()
+    adapter.teacher_sha256 = state_sha256(state)
+    log.info("rank %d: loaded the teacher's state dict (%d tensors, %.1f M parameters, sha256 %s)", rank,
+             len(state), sum(v.numel() for v in state.values()) / 1e6, adapter.teacher_sha256[:12])
+    return state
+
+
 def build_working_copies(adapter, spec: dict, *, rank: int, world: int, device: torch.device,
                          bf16: bool = False, gradient_checkpointing: bool = False) -> dict[str, nn.Module]:
     """{role: model} for ``ROLES``, each on ``device`` (sharded when ``world > 1``)."""
-    state = adapter.load_teacher_state() if (rank == 0 or world == 1) else {}
-    if state:
-        log.info("rank %d: loaded the teacher's state dict (%d tensors, %.1f M parameters)", rank, len(state),
-                 sum(v.numel() for v in state.values()) / 1e6)
+    state = load_teacher(adapter, rank, world)
     blocks = None
     models = {}
     for role in ROLES:
@@ -104,7 +116,7 @@ def build_lora_copies(adapter, spec: dict, student_lora, fake_lora, *, rank: int
     values are drawn from ``seed`` (the EMA starts as the student)."""
     from cdm_bench.distill import lora
 
-    state = adapter.load_teacher_state() if (rank == 0 or world == 1) else {}
+    state = load_teacher(adapter, rank, world)
     base, on_meta = _empty_model(adapter, spec)
     base = _cast(base, adapter.teacher_dtype)
     lora.inject(base, adapter, {"student": student_lora, "fake": fake_lora, "ema": student_lora})

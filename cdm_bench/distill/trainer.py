@@ -33,8 +33,9 @@ from torch import nn
 
 from cdm_bench.distill import fsdp
 from cdm_bench.distill.adapter import ModelAdapter, build_adapter, cond_cat, cond_index
-from cdm_bench.distill.checkpoint import (check_fresh_run, check_same_recipe, checkpoint_path, latest_checkpoint,
-                                          load_meta, load_state, save_checkpoint, upgrade_saved_recipe)
+from cdm_bench.distill.checkpoint import (check_fresh_run, check_same_recipe, check_same_teacher, checkpoint_path,
+                                          latest_checkpoint, load_meta, load_state, save_checkpoint,
+                                          upgrade_saved_recipe)
 from cdm_bench.distill.config import RecipeConfig, load_recipe, recipe_to_dict
 from cdm_bench.distill.ema import EMA, lerp_parameters
 from cdm_bench.distill.lr import LinearWarmup
@@ -138,8 +139,9 @@ class Trainer:
         fsdp.barrier()
 
     def _load(self, ckpt: Path) -> None:
-        saved, _ = load_meta(ckpt)
+        saved, meta = load_meta(ckpt)
         check_same_recipe(upgrade_saved_recipe(saved), self.recipe, ckpt)
+        check_same_teacher(meta.get("teacher_sha256"), getattr(self.adapter, "teacher_sha256", None), ckpt)
         state = load_state(ckpt)
         for name, model in (("student", self.student), ("fake", self.fake), ("ema", self.ema.model)):
             fsdp.load_full_model_state(model, state[name])
@@ -216,10 +218,7 @@ class Trainer:
 
         state = {"ema": fsdp.full_model_state(self.ema.model), "step": step}
         if self.rank == 0:
-            meta = {"recipe": self.cfg.name, "adapter": self.cfg.model.adapter,
-                    "adapter_kwargs": self.cfg.model.kwargs, "model_spec": self.model_spec,
-                    "world_size": self.world, "best": info}
-            save_best(self.out_dir, step, state, self.recipe, meta)
+            save_best(self.out_dir, step, state, self.recipe, {**self._meta(), "best": info})
         fsdp.barrier()
 
     def run_iteration(self, fake_logs: list) -> dict | None:
@@ -359,12 +358,16 @@ class Trainer:
                  "lr_student": self.lr_student.state_dict(), "lr_fake": self.lr_fake.state_dict()}
         path = checkpoint_path(self.out_dir, self.step)
         if self.rank == 0:
-            meta = {"recipe": self.cfg.name, "adapter": self.cfg.model.adapter,
-                    "adapter_kwargs": self.cfg.model.kwargs, "model_spec": self.model_spec,
-                    "world_size": self.world}
-            save_checkpoint(self.out_dir, self.step, state, self.recipe, meta, self.cfg.train.keep_checkpoints)
+            save_checkpoint(self.out_dir, self.step, state, self.recipe, self._meta(), self.cfg.train.keep_checkpoints)
         fsdp.barrier()
         return path
+
+    def _meta(self) -> dict:
+        """What a checkpoint says of itself besides its recipe: what export needs, and the
+        teacher's weights (sha256) and torch build it was distilled from."""
+        return {"recipe": self.cfg.name, "adapter": self.cfg.model.adapter, "adapter_kwargs": self.cfg.model.kwargs,
+                "model_spec": self.model_spec, "world_size": self.world,
+                "teacher_sha256": getattr(self.adapter, "teacher_sha256", None), "torch": torch.__version__}
 
 
 def _backward(loss: torch.Tensor, model: nn.Module) -> None:

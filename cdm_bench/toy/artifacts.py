@@ -8,7 +8,7 @@ concurrent processes (e.g. torchrun ranks) train it once.
 
 Presets (see :data:`cdm_bench.toy.train.PRESETS`): ``demo`` (the real one, ~5 min to train
 both on 2 CPU cores), ``quick`` (CI health check, ~1 min), ``tiny`` (seconds; unit tests),
-``bench`` (the world benchmark's teacher, ~1 h, sampled with shift 3). A teacher's training
+``bench`` (the world benchmark's teacher, ~3.6 h on 2 AMD EPYC cores, sampled with shift 3). A teacher's training
 state is kept in ``.partial-teacher-<hash12>/`` while it trains, so a killed run resumes.
 
 ``get_scorer`` / ``scorer_report`` never import diffusers (the evaluate phase runs without it).

@@ -55,6 +55,28 @@ def test_refuses_overwrite_and_resume_with_a_different_recipe(tmp_path):
         train("cdm", tiny_overrides(steps=2), tmp_path, resume=True)
 
 
+def test_resume_with_other_teacher_weights_is_refused_and_checkpoints_name_the_teacher(tmp_path):
+    from distill_helpers import TINY_MODEL
+
+    from cdm_bench.distill.checkpoint import load_meta
+    from cdm_bench.generator import module_sha256
+    from cdm_bench.toy.adapter import random_toy_model
+
+    folder = tmp_path / "teacher"
+    random_toy_model(TINY_MODEL, seed=0).save_pretrained(str(folder))
+    over = {**tiny_overrides(steps=1), "model.teacher": str(folder)}
+    over.pop("model.model_config")
+    ckpt = train("ddmd", over, tmp_path / "run")
+    _, meta = load_meta(ckpt)
+    assert meta["teacher_sha256"] == module_sha256(random_toy_model(TINY_MODEL, seed=0))
+    assert meta["torch"] == torch.__version__
+    random_toy_model(TINY_MODEL, seed=1).save_pretrained(str(folder))  # same recipe, other weights
+    with pytest.raises(ResumeError, match=rf"teacher weights sha256 {meta['teacher_sha256'][:12]}"):
+        train("ddmd", {**over, "train.steps": 2}, tmp_path / "run", resume=True)
+    random_toy_model(TINY_MODEL, seed=0).save_pretrained(str(folder))  # the original again: resumes
+    assert train("ddmd", {**over, "train.steps": 2}, tmp_path / "run", resume=True).name == "checkpoint-000002"
+
+
 _calls = {"n": 0}
 
 
