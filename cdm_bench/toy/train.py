@@ -185,8 +185,8 @@ def _busy_cores(interval: float = 0.3) -> float:
 def training_threads(requested: int) -> int:
     """Intra-op threads for training: exactly ``requested``, whatever else runs.
 
-    The weights depend on the thread count (CPU kernels split their sums by thread: one step of
-    the bench teacher differs in the last bits at 1 and 2 threads, measured), and an artefact
+    The weights depend on the thread count (CPU kernels split their sums by thread: the steps of
+    the bench net give other bits at 1 and 2 threads, 20 steps measured), and an artefact
     must be a function of its config (which holds ``threads``), so the count is never lowered.
     On a busy machine that is slower (two processes with 2 OpenMP threads each on 2 cores run
     5-10x slower than alone, measured): a warning says so. The count is in the training log,
