@@ -187,3 +187,14 @@ def cond_index(cond: Cond, index: torch.Tensor | slice) -> Cond:
     if isinstance(cond, (tuple, list)):
         return type(cond)(cond_index(v, index) for v in cond)
     raise TypeError(f"unsupported condition type {type(cond).__name__}")
+
+
+def cond_to(cond, device: torch.device):
+    """A condition (tensor, or a dict/tuple/list of them) on ``device``."""
+    if isinstance(cond, torch.Tensor):
+        return cond.to(device)
+    if isinstance(cond, dict):
+        return {k: cond_to(v, device) for k, v in cond.items()}
+    if isinstance(cond, (tuple, list)):
+        return type(cond)(cond_to(v, device) for v in cond)
+    return cond

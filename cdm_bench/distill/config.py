@@ -40,16 +40,23 @@ config/config.py), the toy recipes set this trainer's earlier behaviour explicit
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import inspect
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cdm_bench.distill.recipe_files import (  # noqa: F401  (re-exported)
-    RecipeError, apply_overrides, deep_merge, resolve_raw)
 from cdm_bench.distill.lora import LoRAConfig, check_lora_recipe
+from cdm_bench.distill.recipe_files import (  # noqa: F401  (re-exported)
+    RecipeError,
+    apply_overrides,
+    deep_merge,
+    resolve_raw,
+)
+from cdm_bench.distill.recipe_keys import check_keys
+from cdm_bench.distill.recipe_keys import dataclass_paths as _dataclass_paths
+from cdm_bench.distill.recipe_keys import dotted as _dotted
+from cdm_bench.distill.recipe_keys import optional_dataclass as _optional_dataclass
 from cdm_bench.distill.validate_config import ValidateConfig
 
 PRECISIONS = ("fp32", "bf16")
@@ -237,16 +244,6 @@ def parse_dataclass(cls: type, data: dict, where: tuple) -> Any:
         raise RecipeError(f"{_dotted(where) or 'recipe'}: {exc}") from None
 
 
-def _optional_dataclass(typ: Any) -> Any:
-    """``X | None`` with a dataclass ``X`` -> ``X``; a dataclass -> itself; else None."""
-    if dataclasses.is_dataclass(typ):
-        return typ
-    args = [a for a in typing.get_args(typ) if a is not type(None)]
-    if type(None) in typing.get_args(typ) and len(args) == 1 and dataclasses.is_dataclass(args[0]):
-        return args[0]
-    return None
-
-
 def _coerce(value: Any, typ: Any, where: tuple) -> Any:
     name = getattr(typ, "__name__", str(typ))
     if typ is float and isinstance(value, str):
@@ -331,27 +328,7 @@ def _parse_fake(data: dict) -> FakeConfig:
 
 # -- unknown keys: name the key and where it belongs ------------------------------------------------
 def _check_keys(data: dict, allowed: tuple, where: tuple) -> None:
-    for key in data:
-        if key not in allowed:
-            raise RecipeError(_unknown_key_message(str(key), allowed, where))
-
-
-def _unknown_key_message(key: str, allowed: tuple, where: tuple) -> str:
-    place = f"under '{_dotted(where)}'" if where else "at the top level"
-    msg = f"unknown recipe key '{key}' {place}"
-    matches = [(p[:-1], note) for p, note in known_paths() if p[-1] == key]
-    homes = sorted({_dotted(parent) or "the top level" for parent, _ in matches if parent != where})
-    notes = sorted({note for _, note in matches if note})
-    if homes:
-        msg += f"; it belongs under {' or '.join(repr(h) for h in homes)}"
-        msg += f" ({'; '.join(notes)})" if notes else ""
-    elif notes:
-        msg += f"; it is {' / '.join(notes)}, not of the one configured here"
-    else:
-        close = difflib.get_close_matches(key, list(allowed), n=3, cutoff=0.6)
-        if close:
-            msg += f"; did you mean {' or '.join(repr(c) for c in close)}"
-    return msg + f" (allowed here: {', '.join(allowed)})"
+    check_keys(data, allowed, where, known_paths)
 
 
 def known_paths() -> list[tuple[tuple, str]]:
@@ -373,21 +350,6 @@ def known_paths() -> list[tuple[tuple, str]]:
         paths += [(base + p, f"a parameter of loss type '{typ}'") for p in _dataclass_paths(cls.Params)]
     paths += [(("model", "adapter"), "")]
     return paths
-
-
-def _dataclass_paths(cls: type) -> list[tuple]:
-    out = []
-    hints = typing.get_type_hints(cls)
-    for f in dataclasses.fields(cls):
-        out.append((f.name,))
-        sub = _optional_dataclass(hints[f.name])
-        if sub is not None:
-            out += [(f.name,) + p for p in _dataclass_paths(sub)]
-    return out
-
-
-def _dotted(where: tuple) -> str:
-    return ".".join(where)
 
 
 # -- serialisation -----------------------------------------------------------------------------------

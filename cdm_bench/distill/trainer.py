@@ -26,23 +26,38 @@ import time
 from collections import Counter
 from pathlib import Path
 
-import numpy as np
 import torch
 import yaml
 from torch import nn
 
 from cdm_bench.distill import fsdp
-from cdm_bench.distill.adapter import ModelAdapter, build_adapter, cond_cat, cond_index
-from cdm_bench.distill.checkpoint import (check_fresh_run, check_same_recipe, check_same_teacher, checkpoint_path,
-                                          latest_checkpoint, load_meta, load_state, save_checkpoint,
-                                          upgrade_saved_recipe)
+from cdm_bench.distill.adapter import (
+    ModelAdapter,
+    build_adapter,
+    cond_cat,
+    cond_index,
+    cond_to,
+)
+from cdm_bench.distill.checkpoint import (
+    check_fresh_run,
+    check_same_recipe,
+    check_same_teacher,
+    checkpoint_path,
+    latest_checkpoint,
+    load_meta,
+    load_state,
+    save_checkpoint,
+    upgrade_saved_recipe,
+)
 from cdm_bench.distill.config import RecipeConfig, load_recipe, recipe_to_dict
 from cdm_bench.distill.ema import EMA, lerp_parameters
-from cdm_bench.distill.lr import LinearWarmup
 from cdm_bench.distill.losses import LOSSES, run_queries
 from cdm_bench.distill.losses.base import bview
+from cdm_bench.distill.lr import LinearWarmup
+from cdm_bench.distill.rng import derive_seed, draw_schedule, make_generator
+from cdm_bench.distill.runlog import RunLogger
+from cdm_bench.distill.runlog import mean_dicts as _mean_dicts
 from cdm_bench.distill.schedules import build_schedule
-from cdm_bench.distill.runlog import RunLogger, mean_dicts as _mean_dicts
 from cdm_bench.distill.simulate import TrajectoryPoint, simulate
 
 log = logging.getLogger(__name__)
@@ -50,23 +65,6 @@ log = logging.getLogger(__name__)
 
 class NonFiniteLossError(RuntimeError):
     """A loss term or gradient norm became NaN/inf; training stopped before the update."""
-
-
-def derive_seed(*parts: int) -> int:
-    return int(np.random.SeedSequence([int(p) % (2 ** 32) for p in parts]).generate_state(1)[0])
-
-
-def make_generator(*parts: int) -> torch.Generator:
-    return torch.Generator().manual_seed(derive_seed(*parts))
-
-
-def draw_schedule(schedule, seed: int, iteration: int, rank: int, shift_fn) -> torch.Tensor:
-    """Iteration ``iteration``'s effective sigmas on ``rank``: drawn from a stream all ranks share,
-    except per-rank inner sigmas (``schedule.per_rank_sigmas``), which come from the rank's own
-    stream; rank 0's own stream is the shared one, so one process draws the same either way."""
-    shared = make_generator(seed, iteration, 1 << 20)
-    own = shared if rank == 0 else make_generator(seed, iteration, 1 << 20, rank)
-    return schedule.draw(shared, shift_fn, own)
 
 
 class Trainer:
@@ -228,7 +226,7 @@ class Trainer:
         local = make_generator(tcfg.seed, it, self.rank)
         torch.manual_seed(derive_seed(tcfg.seed, it, self.rank, 7))
         prompts = self.adapter.sample_prompts(bsz, derive_seed(tcfg.seed, it, self.rank, 1))
-        cond = _to(self.adapter.encode_prompts(prompts), self.device)
+        cond = cond_to(self.adapter.encode_prompts(prompts), self.device)
         sigmas = draw_schedule(self.schedule, tcfg.seed, it, self.rank, self.adapter.effective_sigmas)
         noise = self.adapter.sample_noise(bsz, local, self.teacher).to(self.device)
         k = sigmas.shape[0]
@@ -296,7 +294,7 @@ class Trainer:
         nets = {"real": lambda a, b, c: self._forward("real", self.teacher, a, b, c),
                 "fake": lambda a, b, c: self._forward("fake", self.fake, a, b, c)}
         with self._autocast():
-            answers = run_queries(plans, nets, cond, _to(self.adapter.null_condition(x0[order[0]].shape[0]), self.device))
+            answers = run_queries(plans, nets, cond, cond_to(self.adapter.null_condition(x0[order[0]].shape[0]), self.device))
         terms, logs = {}, {}
         for (name, loss), k, plan, ans in zip(self.losses.items(), keys, plans, answers):
             terms[name], extra = loss(x0[k], plan, ans)
@@ -376,16 +374,6 @@ def _backward(loss: torch.Tensor, model: nn.Module) -> None:
     if hasattr(model, "activate"):
         model.activate()
     loss.backward()
-
-
-def _to(cond, device: torch.device):
-    if isinstance(cond, torch.Tensor):
-        return cond.to(device)
-    if isinstance(cond, dict):
-        return {k: _to(v, device) for k, v in cond.items()}
-    if isinstance(cond, (tuple, list)):
-        return type(cond)(_to(v, device) for v in cond)
-    return cond
 
 
 def train(recipe_name_or_path, overrides: dict | list | None = None, out_dir: str | Path | None = None,
