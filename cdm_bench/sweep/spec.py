@@ -19,7 +19,7 @@
         generator: {generator: toy, preset: bench}
         grid: {nfe: [50], guidance: [1, 1.5, 3]}
         seeds: [0, 1, 2]           # sampling-noise sets (generate's base seed)
-    report: {x: toy_align, y: toy_fid, last: 3, model: ema, require_seeds: 3}
+    report: {x: toy_align, y: toy_fid, last: 3, model: ema, require_seeds: 3}   # allow_mixed_teachers: false
     executor: local                # or slurm (submitit); slurm: {partition: ..., timeout_min: ...}
 
 A cell's folder is named from its label, its grid values and its seed, so adding a value or a
@@ -40,7 +40,7 @@ TOP_KEYS = {"name", "description", "out", "steps", "seeds", "threads", "set", "v
             "report", "executor", "slurm"}
 CELL_KEYS = {"recipe", "label", "grid", "seeds", "set", "nproc", "steps"}
 REFERENCE_KEYS = {"label", "generator", "grid", "seeds"}
-REPORT_KEYS = {"x", "y", "last", "model", "require_seeds", "boot"}
+REPORT_KEYS = {"x", "y", "last", "model", "require_seeds", "boot", "allow_mixed_teachers"}
 EXECUTORS = ("local", "slurm")
 
 
@@ -154,7 +154,12 @@ def short_key(key: str) -> str:
 
 
 def fmt(value) -> str:
-    return f"{value:g}" if isinstance(value, float) else str(value)
+    """A value as folder names show it: ``%g`` where that reads back as the same float, else the
+    shortest repr (two distinct values never share a name)."""
+    if isinstance(value, float):
+        short = f"{value:g}"
+        return short if float(short) == value else repr(value)
+    return str(value)
 
 
 def _known(raw, keys: set, where: str) -> None:
@@ -192,10 +197,18 @@ def _overrides(value, what: str) -> tuple:
 def _grid(value, what: str) -> list[tuple]:
     items = _overrides(value or {}, what)
     for key, values in items:
-        if not isinstance(values, list) or not values or len({repr(v) for v in values}) != len(values):
+        if not isinstance(values, list) or not values or len({_same(v) for v in values}) != len(values):
             raise SpecError(f"{what}: {key} must list distinct values, got {values!r}")
     keys = [k for k, _ in items]
     return [tuple(zip(keys, combo)) for combo in itertools.product(*[v for _, v in items])]
+
+
+def _same(value):
+    """What makes two grid values one value: a number by its value (99, 99.0 and 99.000 are one
+    setting), anything else by its repr. Distinct values also get distinct names (:func:`fmt`)."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value) if value == value else "nan"
+    return repr(value)
 
 
 def _name_part(key: str, value) -> str:

@@ -31,7 +31,7 @@ def test_validate_block_travels_as_one_yaml_override():
 
 @settings(max_examples=30, deadline=None)
 @given(values=st.lists(st.one_of(st.integers(0, 100), st.floats(0.01, 100, allow_nan=False)), min_size=1,
-                       max_size=4, unique_by=repr),
+                       max_size=4, unique_by=lambda v: float(v)),
        seeds=st.lists(st.integers(0, 1000), min_size=1, max_size=3, unique=True), extra=st.integers(1001, 2000))
 def test_adding_a_seed_or_a_value_only_adds_cells(values, seeds, extra):
     entry = {"recipe": "world/dmd", "grid": {"losses.dmd2.real_guidance": values}, "seeds": seeds}
@@ -40,6 +40,21 @@ def test_adding_a_seed_or_a_value_only_adds_cells(values, seeds, extra):
     after = {c.name: c for c in SweepSpec.from_dict({**BASE, "cells": [more]}).cells}
     assert len(before) == len(values) * len(seeds) and len(after) == (len(values) + 1) * (len(seeds) + 1)
     assert all(after[n] == c for n, c in before.items())
+
+
+@settings(max_examples=50, deadline=None)
+@given(values=st.lists(st.one_of(st.integers(-10**6, 10**6), st.floats(-1e6, 1e6, allow_nan=False),
+                                 st.sampled_from([0, 0.0, -0.0, 1, 1.0, 0.1, 0.1 + 1e-12])), min_size=1, max_size=5))
+def test_grid_values_are_distinct_cells_or_refused(values):
+    """Values that are one number (99 and 99.0) are refused, never silently one cell; distinct
+    numbers (however close) get distinct folders."""
+    entry = {"recipe": "world/dmd", "grid": {"losses.dmd2.real_guidance": values}}
+    if len({float(v) for v in values}) != len(values):
+        with pytest.raises(SpecError, match="distinct values"):
+            SweepSpec.from_dict({**BASE, "cells": [entry]})
+        return
+    cells = SweepSpec.from_dict({**BASE, "cells": [entry]}).cells
+    assert len({c.name for c in cells}) == len(values)
 
 
 def test_a_repeated_cell_is_kept_once_two_cells_with_one_name_are_refused():
