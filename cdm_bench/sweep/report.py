@@ -8,12 +8,17 @@ a panel's front with fewer than ``require_seeds`` seeds), a table of every metri
 values (toy_fid's Fréchet terms, toy_diag's background mix and counts), convergence curves and the frontier plot. Writes
 ``SWEEP/report/`` frontier.csv, evaluations.csv, frontier.md, frontier.png, convergence.png and
 report.html.
+
+Every cell's teacher weights (``teacher_sha256`` of its checkpoints) are in evaluations.csv and
+the report; cells distilled from different teacher weights are not one comparison: the report
+refuses them unless the spec's ``report: {allow_mixed_teachers: true}`` (then it says which).
 """
 
 from __future__ import annotations
 
 import base64
 import html
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -37,7 +42,7 @@ def evaluations(spec: SweepSpec, root: Path) -> pd.DataFrame:
             v = pd.read_csv(path)
             v = v[v["model"] == model]
             frames.append(v.assign(method=cell.label, setting=cell.setting, seed=cell.seed, run=cell.name,
-                                   kind="cell"))
+                                   kind="cell", teacher_sha256=cell_teacher(root, cell)))
     for point in spec.reference:
         rows = scored_rows(reference_dir(root, point))
         if rows:
@@ -47,6 +52,41 @@ def evaluations(spec: SweepSpec, root: Path) -> pd.DataFrame:
     if not frames:
         return pd.DataFrame(columns=["method", "setting", "entry", "seed", "step", "metric", "value"])
     return pd.concat(frames, ignore_index=True)
+
+
+def cell_teacher(root: Path, cell) -> str | None:
+    """The teacher weights' sha256 the cell's newest checkpoint was distilled from (None: not
+    recorded, a checkpoint older than the record, or no checkpoint yet)."""
+    from cdm_bench.distill.checkpoint import latest_checkpoint
+
+    last = latest_checkpoint(cell_dir(root, cell))
+    meta = last / "meta.json" if last is not None else None
+    return json.loads(meta.read_text()).get("teacher_sha256") if meta is not None and meta.is_file() else None
+
+
+def teacher_lines(spec: SweepSpec, ev: pd.DataFrame) -> list[str]:
+    """The report's teacher provenance; refuses cells distilled from different teacher weights
+    (one frontier must compare students of one teacher) unless the spec allows it."""
+    from cdm_bench.errors import CdmBenchError
+
+    cells = ev[ev["kind"] == "cell"].drop_duplicates("run")
+    if cells.empty:
+        return []
+    groups = {h: sorted(g["run"]) for h, g in cells.fillna({"teacher_sha256": ""}).groupby("teacher_sha256")}
+    known = {h: runs for h, runs in groups.items() if h}
+    lines = ["Teacher weights (sha256 of the state dict the cells distilled from): "
+             + "; ".join(f"`{h[:16]}` ({len(runs)} cells)" for h, runs in known.items()) if known else
+             "Teacher weights: not recorded by these cells' checkpoints."]
+    if "" in groups:
+        lines[0] += f" Not recorded for {len(groups[''])} cells: {', '.join(groups[''][:4])}."
+    if len(known) > 1:
+        detail = "; ".join(f"{h[:12]}: {', '.join(runs[:3])}{' ...' if len(runs) > 3 else ''}" for h, runs in known.items())
+        if not spec.report.get("allow_mixed_teachers"):
+            raise CdmBenchError(f"the sweep's cells were distilled from {len(known)} different teacher weights "
+                                f"({detail}), so their frontiers are not one comparison; re-run the odd cells on one "
+                                f"teacher (move their folders away), or set report: {{allow_mixed_teachers: true}}")
+        lines.append(f"**Warning: {len(known)} different teacher weights** ({detail}).")
+    return lines + [""]
 
 
 def directions(ev: pd.DataFrame, metrics: list[str]) -> dict[str, bool]:
@@ -108,7 +148,8 @@ def markdown(spec: SweepSpec, pts: pd.DataFrame, dirs: dict, ev: pd.DataFrame) -
     lines = [f"# Sweep {spec.name}", "", spec.description or "", "",
              f"Points: mean over seeds of each seed's mean over its last {spec.report.get('last', 3)} validations "
              f"(references: one evaluation per noise seed); 95 % intervals from the two-level bootstrap "
-             f"(seeds, then evaluations). {y} {arrow[dirs[y]]}, {x} {arrow[dirs[x]]}.", ""]
+             f"(seeds, then evaluations). {y} {arrow[dirs[y]]}, {x} {arrow[dirs[x]]}.", "",
+             *teacher_lines(spec, ev)]
     for entry, p in panels(pts).items():
         front = F.pareto_front(p, dirs)
         dom = {(b["method"], b["setting"], b["entry"]): a for b, a in F.dominance(p, dirs)}
@@ -155,6 +196,7 @@ def build_report(spec: SweepSpec, root: Path) -> dict[str, Path]:
     ev = evaluations(spec, root)
     if ev.empty:
         raise CdmBenchError(f"no validation scores under {root} yet (run the sweep first: cdm-bench sweep SPEC)")
+    teacher_lines(spec, ev)  # refuses mixed teachers before anything is written
     try:
         pts, dirs = frontier_table(spec, ev)
     except KeyError as exc:

@@ -108,6 +108,34 @@ def test_report_tables_plots_and_seed_check(done):
     assert "data:image/png;base64" in (rep / "report.html").read_text()
 
 
+def test_the_report_names_the_teacher_and_refuses_cells_of_different_teachers(done, tmp_path):
+    import json
+    import shutil
+
+    spec, out = done
+    ev = pd.read_csv(out / "report" / "evaluations.csv") if (out / "report").is_dir() else None
+    if ev is None:
+        sweep(spec, "--out", out, "--report")
+        ev = pd.read_csv(out / "report" / "evaluations.csv")
+    hashes = ev.loc[ev["kind"] == "cell", "teacher_sha256"].unique()
+    assert len(hashes) == 1 and len(hashes[0]) == 64  # both cells: one teacher, recorded
+    assert f"`{hashes[0][:16]}` (2 cells)" in (out / "report" / "frontier.md").read_text()
+    copy = tmp_path / "out"
+    shutil.copytree(out, copy, ignore=shutil.ignore_patterns("report"))
+    meta = copy / "cells" / CELLS[1] / "checkpoint-000003" / "meta.json"
+    meta.write_text(json.dumps({**json.loads(meta.read_text()), "teacher_sha256": "f" * 64}))
+    refused = sweep(spec, "--out", copy, "--report", check=False)
+    assert refused.returncode != 0 and "2 different teacher weights" in refused.stderr
+    assert hashes[0][:12] in refused.stderr and "ffffffffffff" in refused.stderr
+    assert not (copy / "report").exists()  # nothing written
+    allowed = yaml.safe_load(spec.read_text())
+    allowed["report"]["allow_mixed_teachers"] = True
+    spec2 = tmp_path / "mixed.yaml"
+    spec2.write_text(yaml.safe_dump(allowed, sort_keys=False))
+    sweep(spec2, "--out", copy, "--report")
+    assert "Warning: 2 different teacher weights" in (copy / "report" / "frontier.md").read_text()
+
+
 def test_a_cell_killed_with_sigkill_resumes_to_the_same_numbers(done, tmp_path):
     spec, out = done
     spec2 = spec_file(tmp_path)
