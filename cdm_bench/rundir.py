@@ -278,9 +278,8 @@ class RunDir:
     def load_images(self, records: Iterable[dict], verify: bool = True) -> np.ndarray:
         """uint8 (B, H, W, 3) for ``records``, decoded in order; with ``verify`` each file's bytes
         must match its record's sha256 (an image changed since it was checked stops the caller)."""
-        from PIL import Image
-
         from cdm_bench.hashing import bytes_sha256
+        from cdm_bench.imagecodec import decode_rgb
 
         arrays = []
         for r in records:
@@ -292,8 +291,7 @@ class RunDir:
             if verify and r.get("sha256") and bytes_sha256(data) != r["sha256"]:
                 raise EvaluationInputError(f"{path}: content does not match the manifest's sha256 (changed while "
                                            f"it was being scored); nothing of it is kept")
-            with Image.open(io.BytesIO(data)) as im:
-                arrays.append(np.asarray(im.convert("RGB")))
+            arrays.append(decode_rgb(data))
         return np.stack(arrays)
 
     # -- evaluation ----------------------------------------------------------------------------------
