@@ -28,7 +28,22 @@ def default_workers(n_jobs: int) -> int:
     else one per core but one (the forward's), at most 4."""
     if n_jobs < 2:
         return 0
-    return max(0, min(4, (os.cpu_count() or 1) - 1))
+    return max(0, min(4, _cores() - 1))
+
+
+def forward_threads(num_workers: int) -> int:
+    """The forward's torch threads while ``num_workers`` input workers run: the cores they leave
+    (at least one). With as many threads as cores the forward's threads and the workers take
+    turns on the same cores: measured on 2 cores (clipscore, 768 images at 512 px, 1 worker),
+    12.6 ms/image with 2 forward threads, 9.0 with 1."""
+    return max(1, _cores() - max(num_workers, 0))
+
+
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
 
 
 class _Failure:
@@ -75,14 +90,26 @@ def _worker_init(_):
 def prepared_batches(dataset: BatchJobs, num_workers: int, pin_memory: bool = False) -> Iterator[tuple[int, object]]:
     """``(job index, prepared batch)`` in job order; errors re-raised in this process."""
     if num_workers <= 0:
-        items = (dataset[n] for n in range(len(dataset)))
-    else:
-        from torch.utils.data import DataLoader
+        for n in range(len(dataset)):
+            yield _checked(dataset[n])
+        return
+    import torch
+    from torch.utils.data import DataLoader
 
-        items = DataLoader(dataset, batch_size=None, shuffle=False, num_workers=num_workers,
-                           collate_fn=_identity, prefetch_factor=PREFETCH, pin_memory=pin_memory,
-                           worker_init_fn=_worker_init, multiprocessing_context="fork")
-    for n, batch in items:
-        if isinstance(batch, _Failure):
-            batch.reraise()
-        yield n, batch
+    items = DataLoader(dataset, batch_size=None, shuffle=False, num_workers=num_workers,
+                       collate_fn=_identity, prefetch_factor=PREFETCH, pin_memory=pin_memory,
+                       worker_init_fn=_worker_init, multiprocessing_context="fork")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(forward_threads(num_workers))  # after the fork: the workers set their own
+    try:
+        for item in items:
+            yield _checked(item)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _checked(item):
+    n, batch = item
+    if isinstance(batch, _Failure):
+        batch.reraise()
+    return n, batch

@@ -73,19 +73,19 @@ def find_bad_images(src: RunDir, records: list[dict]) -> list[str]:
 
     bad = []
     for r in records:
-        path = src.image_path(r)
-        if not path.exists():
-            bad.append(f"{path}: missing")
+        try:
+            data = src.read_image_bytes(r)
+        except EvaluationInputError:
+            bad.append(f"{src.image_path(r)}: missing")
             continue
-        data = path.read_bytes()
         if r.get("sha256"):
             if hashlib.sha256(data).hexdigest() != r["sha256"]:
-                bad.append(f"{path}: content does not match the manifest's sha256 (corrupt or replaced)")
+                bad.append(f"{src.image_path(r)}: content does not match the manifest's sha256 (corrupt or replaced)")
             continue
         try:
             Image.open(io.BytesIO(data)).verify()
         except Exception as exc:  # PIL raises many types for broken files
-            bad.append(f"{path}: not a readable PNG ({exc})")
+            bad.append(f"{src.image_path(r)}: not a readable PNG ({exc})")
     return bad
 
 
