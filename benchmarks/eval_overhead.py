@@ -6,7 +6,7 @@ whose preprocessing is the real one, on 512 and 1024 px PNGs.
 
 Per scorer (clipscore, pickscore, aesthetic: a 2-layer CLIP with the published 224 px image
 processor; hpsv2: a 2-layer open_clip with HPSv2's own transform), after a warm-up, single
-measurements split into: decode (PIL, one core), preprocess (the scorer's own processor),
+measurements split into: decode (cdm_bench.imagecodec, one core), preprocess (the scorer's own processor),
 forward (the model on preprocessed batches); "bare" = preprocess + forward on decoded images,
 the work a scorer cannot skip. Then ``cdm-bench evaluate`` (force, in process, model load
 excluded) with 0, 1 and 2 input workers; its overhead outside the forward, in ms per image, and
@@ -271,7 +271,7 @@ def write_md(res: dict, path: Path) -> None:
              f"`python benchmarks/eval_overhead.py --images {res['images']}` on {res['cores']} cores, "
              f"{res['environment']['time']}{' (' + res['note'] + ')' if res.get('note') else ''}; medians of "
              f"{res['repeats']} interleaved rounds. "
-             "Per image, in ms: decode (PIL, one core), preprocess (the scorer's own processor), forward "
+             "Per image, in ms: decode (cdm_bench.imagecodec: libspng for these PNGs, one core), preprocess (the scorer's own processor), forward "
              "(2-layer random model on preprocessed batches); bare = preprocess + forward (the issue's bare forward: "
              "decoded images in memory); loop = decode + bare (a user's own one-process script over the same PNGs); "
              "evaluate with 0 / 1 / 2 input workers (model load excluded); evaluate/bare and evaluate/loop. Targets: <= 1.25 with workers at 512 px; the toy "
