@@ -33,7 +33,10 @@ def _restored_environment():
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path_factory, monkeypatch):
     """Trained toy artefacts are shared by the whole session, never the user's cache."""
-    cache = tmp_path_factory.getbasetemp() / "cdm-bench-cache"
+    base = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):  # one cache for all workers (artefacts train under a file lock)
+        base = base.parent
+    cache = base / "cdm-bench-cache"
     monkeypatch.setenv("CDM_BENCH_CACHE", str(cache))
 
 
