@@ -23,23 +23,15 @@ import torch  # noqa: E402
 import yaml  # noqa: E402
 
 from metric_kit import check_metric  # noqa: E402
+from tiny_qwen2vl import SPECIAL, TEMPLATE  # noqa: E402  (Qwen2-VL's special tokens and chat layout)
+from tiny_qwen2vl import tiny_tokenizer as qwen_bpe_tokenizer  # noqa: E402
 from metrics.hpsv3 import HPSv3, load_processor  # noqa: E402  (cdm_bench first: its torchvision hook)
 
 hpsv3 = pytest.importorskip("hpsv3")
 
 # the base tokenizer: a 915-token byte-level BPE, then Qwen2-VL's special tokens (ids 915..922)
 BPE_VOCAB = 915  # every merge that hpsv3's instruction text offers
-SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
-           "<|vision_pad|>", "<|image_pad|>", "<|video_pad|>"]
 BASE_TOKENS = BPE_VOCAB + len(SPECIAL)
-# Qwen2-VL-Instruct's chat layout (system prompt, vision placeholders, generation prompt)
-TEMPLATE = ("{% for message in messages %}{% if loop.first and message['role'] != 'system' %}"
-            "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n{% endif %}"
-            "<|im_start|>{{ message['role'] }}\n{% if message['content'] is string %}{{ message['content'] }}"
-            "{% else %}{% for content in message['content'] %}"
-            "{% if content['type'] == 'image' or 'image' in content %}<|vision_start|><|image_pad|><|vision_end|>"
-            "{% elif 'text' in content %}{{ content['text'] }}{% endif %}{% endfor %}{% endif %}<|im_end|>\n"
-            "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
 PROMPTS = ["a red apple on a table", "two cats on a blue sofa", "x", "an old lighthouse at dusk, oil painting"]
 GOLDEN = 0.6612184047698975  # mean mu of the kit's four images (torch 2.13.0 CPU, transformers 4.45.2)
 
@@ -48,18 +40,8 @@ def tiny_tokenizer():
     """Qwen2's byte-level BPE, trained in-process on hpsv3's own instruction text (so its
     ~2,300-character prompt is a few hundred tokens), plus Qwen2-VL's special tokens."""
     from hpsv3.dataset.data_collator_qwen import INSTRUCTION, prompt_with_special_token
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import Qwen2TokenizerFast
 
-    bpe = Tokenizer(models.BPE())
-    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    bpe.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=BPE_VOCAB, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-                                  show_progress=False)
-    bpe.train_from_iterator([INSTRUCTION, prompt_with_special_token], trainer)
-    return Qwen2TokenizerFast(tokenizer_object=bpe, eos_token="<|im_end|>", pad_token="<|endoftext|>",
-                              unk_token=None, bos_token=None, additional_special_tokens=SPECIAL[1:],
-                              model_max_length=32768)
+    return qwen_bpe_tokenizer([INSTRUCTION, prompt_with_special_token], BPE_VOCAB)
 
 
 def tiny_config(ids: dict):

@@ -31,16 +31,18 @@ def corpus() -> list[str]:
     return [SYSTEM_PROMPT, USER_TEMPLATE, QUESTION, QUESTION_T2V_3_0, "You are a helpful assistant.", words] * 3
 
 
-def tiny_tokenizer():
+def tiny_tokenizer(texts: list[str] | None = None, vocab: int = BPE_VOCAB):
+    """Qwen2's byte-level BPE trained in-process on ``texts`` (default: what these tests send)
+    to ``vocab`` tokens, then Qwen2-VL's special tokens (also hpsv3_env_checks.py's, on its texts)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import Qwen2TokenizerFast
 
     bpe = Tokenizer(models.BPE())
     bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     bpe.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=BPE_VOCAB, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    trainer = trainers.BpeTrainer(vocab_size=vocab, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
                                   show_progress=False)
-    bpe.train_from_iterator(corpus(), trainer)
+    bpe.train_from_iterator(corpus() if texts is None else texts, trainer)
     return Qwen2TokenizerFast(tokenizer_object=bpe, eos_token="<|im_end|>", pad_token="<|endoftext|>",
                               unk_token=None, bos_token=None, additional_special_tokens=SPECIAL[1:],
                               model_max_length=32768)
