@@ -44,19 +44,19 @@ demo-quick: venv
 
 # HPSv3 pins transformers 4.45.2: its own environment (see scripts/make_hpsv3_env.sh)
 eval-env-hpsv3: $(HPSV3_VENV)/.installed
-$(HPSV3_VENV)/.installed: scripts/make_hpsv3_env.sh pyproject.toml
+$(HPSV3_VENV)/.installed: scripts/make_hpsv3_env.sh scripts/_venv_common.sh pyproject.toml
 	PYTHON=$(PY) TORCH_PIN="$(TORCH_PIN)" TORCHVISION_PIN="$(TORCHVISION_PIN)" bash scripts/make_hpsv3_env.sh .
 	touch $@
 
 # DPG-Bench's mPLUG VQA (modelscope, transformers 4.57): its own environment (scripts/make_dpg_env.sh)
 eval-env-dpg: $(DPG_VENV)/.installed
-$(DPG_VENV)/.installed: scripts/make_dpg_env.sh pyproject.toml
+$(DPG_VENV)/.installed: scripts/make_dpg_env.sh scripts/_venv_common.sh pyproject.toml
 	PYTHON=$(PY) TORCH_PIN="$(TORCH_PIN)" TORCHVISION_PIN="$(TORCHVISION_PIN)" bash scripts/make_dpg_env.sh .
 	touch $@
 
 # the t2v-metrics package (vqascore's reference; its pins do not install): scripts/make_t2v_env.sh
 eval-env-t2v: $(T2V_VENV)/.installed
-$(T2V_VENV)/.installed: scripts/make_t2v_env.sh pyproject.toml
+$(T2V_VENV)/.installed: scripts/make_t2v_env.sh scripts/_venv_common.sh pyproject.toml
 	PYTHON=$(PY) TORCH_PIN="$(TORCH_PIN)" TORCHVISION_PIN="$(TORCHVISION_PIN)" bash scripts/make_t2v_env.sh .
 	touch $@
 

@@ -36,17 +36,8 @@
 #     torch, via the .pth that `python -m cdm_bench.compat_install` writes.)
 set -euo pipefail
 
-REPO="$(cd "${1:-$(dirname "${BASH_SOURCE[0]}")/..}" && pwd)"
-VENV="$REPO/.venv-dpg"
-PY="${PYTHON:-python3}"
-TORCH_PIN="${TORCH_PIN:-torch==2.13.0}"
-TV_PIN="${TORCHVISION_PIN:-torchvision==0.28.0}"
-
-test -x "$VENV/bin/python" || "$PY" -m venv "$VENV"
-PIP=("$VENV/bin/python" -m pip install -q --disable-pip-version-check)
-
-"${PIP[@]}" "$TORCH_PIN"
-"${PIP[@]}" -e "$REPO[dev]" "$TORCH_PIN"
+# the venv, the pinned CPU torch and cdm-bench[dev] (REPO, VENV, PIP, TORCH_PIN, TV_PIN)
+source "$(dirname "${BASH_SOURCE[0]}")/_venv_common.sh" "${1:-}" .venv-dpg
 "${PIP[@]}" "$TORCH_PIN" "$TV_PIN" \
     modelscope==1.40.2 modelscope-hub==0.5.1 \
     transformers==4.57.6 tokenizers==0.22.2 huggingface_hub==0.36.2 timm==1.0.31 decord==0.6.0 \

@@ -20,17 +20,8 @@
 # hpsv3 tests run in this env too (tests/metrics/hpsv3_env_checks.py).
 set -euo pipefail
 
-REPO="$(cd "${1:-$(dirname "${BASH_SOURCE[0]}")/..}" && pwd)"
-VENV="$REPO/.venv-hpsv3"
-PY="${PYTHON:-python3}"
-TORCH_PIN="${TORCH_PIN:-torch==2.13.0}"
-TV_PIN="${TORCHVISION_PIN:-torchvision==0.28.0}"
-
-test -x "$VENV/bin/python" || "$PY" -m venv "$VENV"
-PIP=("$VENV/bin/python" -m pip install -q --disable-pip-version-check)
-
-"${PIP[@]}" "$TORCH_PIN"
-"${PIP[@]}" -e "$REPO[dev]" "$TORCH_PIN"
+# the venv, the pinned CPU torch and cdm-bench[dev] (REPO, VENV, PIP, TORCH_PIN, TV_PIN)
+source "$(dirname "${BASH_SOURCE[0]}")/_venv_common.sh" "${1:-}" .venv-hpsv3
 "${PIP[@]}" "$TORCH_PIN" "$TV_PIN" \
     transformers==4.45.2 tokenizers==0.20.3 huggingface_hub==0.36.2 accelerate==1.15.0 \
     datasets==5.0.1 omegaconf==2.4.0 fire==0.7.1 matplotlib==3.11.2 tensorboard==2.21.0 \

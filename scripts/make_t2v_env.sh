@@ -17,17 +17,8 @@
 #     packages, so the checks load the Qwen2-VL module without running the package's __init__.
 set -euo pipefail
 
-REPO="$(cd "${1:-$(dirname "${BASH_SOURCE[0]}")/..}" && pwd)"
-VENV="$REPO/.venv-t2v"
-PY="${PYTHON:-python3}"
-TORCH_PIN="${TORCH_PIN:-torch==2.13.0}"
-TV_PIN="${TORCHVISION_PIN:-torchvision==0.28.0}"
-
-test -x "$VENV/bin/python" || "$PY" -m venv "$VENV"
-PIP=("$VENV/bin/python" -m pip install -q --disable-pip-version-check)
-
-"${PIP[@]}" "$TORCH_PIN"
-"${PIP[@]}" -e "$REPO[dev]" "$TORCH_PIN"
+# the venv, the pinned CPU torch and cdm-bench[dev] (REPO, VENV, PIP, TORCH_PIN, TV_PIN)
+source "$(dirname "${BASH_SOURCE[0]}")/_venv_common.sh" "${1:-}" .venv-t2v
 "${PIP[@]}" "$TORCH_PIN" "$TV_PIN" transformers==5.24.0 tokenizers==0.23.3 huggingface_hub==2.4.0 \
     accelerate==1.15.0 qwen-vl-utils==0.0.14 decord==0.6.0 av requests
 "${PIP[@]}" --no-deps t2v-metrics==3.0
