@@ -67,7 +67,7 @@ browser:
 
 # the five environments are independent: built side by side (5m23s here against ~18 min one after
 # another on a slow 2-core machine; pip's downloads and unpacking overlap the compiles)
-# two test processes (pytest-xdist), each test file whole on one of them: 18.2 min of tests against
+# two test processes (pytest-xdist), each test file whole on one of them: 16-18 min of tests against
 # 24.4 min in one process on 2 cores (2026-12-07); TEST_WORKERS=0 runs them in this process
 TEST_WORKERS ?= 2
 test: envs
