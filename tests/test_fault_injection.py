@@ -147,10 +147,12 @@ def _ps():
 
 
 import cdm_bench.generate as gen_module  # noqa: E402
+import cdm_bench.eval_chunks as eval_chunks  # noqa: E402  (where evaluate writes its chunk files)
 
 GEN_WRITES = [("png", rundir.RunDir, "write_png", 5, False), ("part record", gen_module, "append_record", 7, True),
               ("manifest", rundir.RunDir, "write_manifest", 1, False)]
-EVAL_WRITES = [("chunk", None, "atomic_write_bytes", 2, False), ("scores", rundir.RunDir, "write_scores", 2, False),
+EVAL_WRITES = [("chunk", eval_chunks, "atomic_write_bytes", 2, False),
+               ("scores", rundir.RunDir, "write_scores", 2, False),
                ("results", rundir.RunDir, "write_results", 2, False)]
 
 
