@@ -100,7 +100,8 @@ def evaluate(images_dir, metrics, out_dir=None, batch_size: int = 32, device: st
     it is read; exclusive when the results go into it), and each image's bytes are checked
     against its manifest sha256 when it is scored. Decoding, that check and each metric's own
     preprocessing run in ``num_workers`` input processes (:mod:`cdm_bench.eval_loader`; None:
-    one per core but one, 0: in this process); the scores do not depend on it. With
+    on a GPU one per core but one, on the CPU as many as the first batches' times say pay;
+    0: in this process); the scores do not depend on it. With
     ``set_bootstrap`` > 0, set-level metrics also get a 95 % interval (sub-values ``ci_low`` /
     ``ci_high``) from that many resamples of their chunks."""
     batch_size = int_in_range(batch_size, "--batch-size", 1, MAX_BATCH)
@@ -316,13 +317,16 @@ class _Context:
         jobs = [(i, s) for i in mine for s in range(0, len(self.chunk_records(i)), bs)]
         spans = [(i * self.chunk_size + s, min(i * self.chunk_size + s + bs, (i + 1) * self.chunk_size,
                                                len(self.records))) for i, s in jobs]
-        workers = default_workers(len(jobs)) if self.num_workers is None else self.num_workers
-        load = self.load_images if workers == 0 else (lambda a, b: self.src.load_images(self.records[a:b]))
-        dataset = BatchJobs(load, self.records, spans, metric)
+        workers = self.num_workers
+        if workers is None and not str(metric.device).startswith("cpu"):  # CPU: chosen from the first batches
+            workers = default_workers(len(jobs))
+        dataset = BatchJobs(self.load_images, self.records, spans, metric)
+        from_files = (lambda a, b: self.src.load_images(self.records[a:b]))  # a worker's own reads
         bar = progress_bar(sum(len(self.chunk_records(i)) for i in mine), f"evaluate {plan.instance}", "img",
                            disable=not self.progress or self.rank != 0 or not jobs)
         try:
-            for n, batch in prepared_batches(dataset, workers, pin_memory=str(metric.device).startswith("cuda")):
+            pin = str(metric.device).startswith("cuda")
+            for n, batch in prepared_batches(dataset, workers, pin_memory=pin, worker_load=from_files):
                 i, s = jobs[n]
                 recs = self.records[spans[n][0]:spans[n][1]]
                 if s == 0:

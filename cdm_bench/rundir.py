@@ -178,13 +178,14 @@ class RunDir:
     def read_manifest(self) -> list[dict]:
         """The manifest's records, each checked (file name, k, sha256); a record listed twice (a
         manifest joined with itself) is refused."""
-        records = read_jsonl(self.manifest_path)
+        path = self.manifest_path
+        records = read_jsonl(path)
         seen = set()
         for r in records:
-            check_record(r, self.manifest_path)
+            check_record(r, path)
             key = (r["prompt_id"], r["k"])
             if key in seen:
-                raise EvaluationInputError(f"{self.manifest_path}: image {key[0]!r}/{key[1]} is listed twice "
+                raise EvaluationInputError(f"{path}: image {key[0]!r}/{key[1]} is listed twice "
                                            f"(a manifest joined with itself or edited?); regenerate it")
             seen.add(key)
         return records

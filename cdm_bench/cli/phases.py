@@ -31,8 +31,8 @@ def add_parser(sub) -> None:
     e.add_argument("--device", default="cpu")
     e.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     e.add_argument("--num-workers", type=int, default=None,
-                   help="input processes that decode, check and preprocess images (default: one per core but one; "
-                        "0: none)")
+                   help="input processes that decode, check and preprocess images (default: on a GPU one per core "
+                        "but one; on the CPU as many as the first batches' timings say pay; 0: none)")
     e.add_argument("--allow-partial", action="store_true", help="keep going when a metric fails")
     e.add_argument("--force", action="store_true", help="recompute cached scores")
     e.set_defaults(func=run_evaluate)

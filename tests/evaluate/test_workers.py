@@ -96,3 +96,77 @@ def test_a_corrupt_image_found_by_a_worker_is_one_line(run, tmp_path):
     err = res["metrics"]["mean_value"]["error"]
     assert res["metrics"]["mean_value"]["status"] == "failed" and "\n" not in err
     assert "does not match the manifest's sha256" in err and rec["file"].split("/")[-1] in err
+
+
+# -- the CPU default: workers only where the first batches' timings say they pay ---------------------------------
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from cdm_bench import eval_loader  # noqa: E402
+
+seconds = st.floats(1e-5, 10.0)
+
+
+@settings(max_examples=300, deadline=None)
+@given(seconds, seconds, st.integers(0, 10_000), st.integers(1, 64))
+def test_choose_workers_stays_in_range_and_never_on_one_core(input_s, forward_s, n_jobs, cores):
+    w = eval_loader.choose_workers(input_s, forward_s, n_jobs, cores)
+    assert 0 <= w <= min(4, cores)
+    if cores == 1 or n_jobs == 0:
+        assert w == 0  # nothing to overlap with: a worker only takes the forward's core
+
+
+@settings(max_examples=300, deadline=None)
+@given(seconds, st.floats(0.0, 0.1), st.integers(2, 10_000), st.integers(2, 64))
+def test_a_forward_bound_metric_keeps_every_core(forward_s, share, n_jobs, cores):
+    # input at most a tenth of the forward (the toy metrics on 32 px images): no worker
+    assert eval_loader.choose_workers(forward_s * share, forward_s, n_jobs, cores) == 0
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.floats(1e-3, 10.0), st.floats(4.0, 1e3), st.integers(2, 64))
+def test_an_input_bound_metric_gets_workers(forward_s, ratio, cores):
+    # decode + preprocess several times the forward on all cores (a large PNG, a cheap scorer)
+    n_jobs = 1000
+    input_s = forward_s * cores * ratio
+    assert eval_loader.choose_workers(input_s, forward_s, n_jobs, cores) >= 1
+
+
+def test_the_probe_times_the_first_batches_then_hands_the_rest_to_the_chosen_workers(monkeypatch):
+    import time
+
+    from dummy import MeanValue
+
+    seen = {}
+
+    def choose(input_s, forward_s, n_jobs, cores, cap=4):
+        seen.update(input_s=input_s, forward_s=forward_s, n_jobs=n_jobs)
+        return 2
+
+    monkeypatch.setattr(eval_loader, "choose_workers", choose)
+    recs = [{"prompt": f"p{i}"} for i in range(12)]
+    jobs = [(i, i + 2) for i in range(0, 12, 2)]
+    images = np.arange(12 * 2 * 2 * 3, dtype=np.uint8).reshape(12, 2, 2, 3)
+    data = eval_loader.BatchJobs(lambda a, b: images[a:b], recs, jobs, MeanValue())
+    out = []
+    for n, batch in eval_loader.prepared_batches(data, None):
+        out.append((n, np.asarray(batch)))
+        time.sleep(0.05)  # the caller's forward
+    assert [n for n, _ in out] == list(range(6))
+    assert all((b == images[a:s]).all() for (n, b), (a, s) in zip(out, jobs))
+    assert seen["n_jobs"] == 6 - eval_loader.PROBE_JOBS and 0.05 <= seen["forward_s"] < 0.5
+
+
+def test_scores_are_identical_with_the_cpu_default_when_it_picks_workers(run, tmp_path, monkeypatch):
+    from dummy import MeanValue
+
+    from cdm_bench.registry import METRICS
+
+    METRICS.register("mean_value", MeanValue, overwrite=True)
+    metrics = ["mean_value", {"name": "toy_align", "scorer": "tiny"}]
+    zero, v0 = _scores(run, metrics, tmp_path / "w0", 0)
+    picked = []
+    monkeypatch.setattr(eval_loader, "choose_workers", lambda *a, **k: picked.append(2) or 2)
+    auto, va = _scores(run, metrics, tmp_path / "auto", None)
+    assert picked and v0 == va
+    pd.testing.assert_frame_equal(zero, auto)
