@@ -156,11 +156,12 @@ TARGETS = [("generate_overhead", "<=", 0.10), ("evaluate_overhead", "<=", 0.10),
 
 
 def write_markdown(res: dict, path: Path) -> None:
-    cmd = " ".join(["python benchmarks/spine_overhead.py", *res.get("argv", [])])
-    lines = ["# Spine overhead", "", f"`{cmd}`, preset `{res['preset']}`, "
-             f"{res['images']} images at {res['nfe']} NFE ({res.get('torchrun_images', 512)} in the torchrun part, "
-             f"{res.get('eval_images', res['images'])} in the evaluate part), "
-             f"{res['cores']} cores.", "",
+    cmds = res.get("commands") or {"all parts": res.get("argv", [])}
+    lines = ["# Spine overhead", "", f"Preset `{res['preset']}`, {res['images']} images at {res['nfe']} NFE "
+             f"({res.get('torchrun_images', 512)} in the torchrun part, "
+             f"{res.get('eval_images', res['images'])} in the evaluate part), {res['cores']} cores. Each part as last "
+             "measured: " + "; ".join(f"{part}: `{' '.join(['python benchmarks/spine_overhead.py', *argv])}`"
+                                      for part, argv in cmds.items()) + ".", "",
              "| measure | value | target | met |", "|---|---|---|---|"]
     for key, op, bound in TARGETS:
         if key in res and bound is None:
@@ -175,6 +176,8 @@ def write_markdown(res: dict, path: Path) -> None:
               "`decode_s` is what decoding every PNG once costs (work the pipeline must do).",
               *([f"The demo_* timings were recorded at {res['demo_recorded_at']} (carried over when a run",
                  "does not time a demo)."] if "demo_recorded_at" in res else []),
+              *(["", "Notes (kept in the json's `notes`, written by hand with a run):", ""]
+                + [f"- {n}" for n in res.get("notes", [])] if res.get("notes") else []),
               "", "Raw timings (seconds):", ""]
     lines += [f"- {k}: {v:.2f}" for k, v in res.items() if k.endswith("_s") and isinstance(v, float)]
     path.write_text("\n".join(lines) + "\n")
@@ -206,14 +209,19 @@ def main() -> None:
     jobs = [(p, k) for p in ps.prompts for k in range(args.samples)]  # generate()'s job order
     seeds = [sample_seed(0, p["id"], k) for p, k in jobs]
     tmp = Path(tempfile.mkdtemp(prefix="spine-bench-"))
-    res: dict = {"preset": args.preset, "nfe": args.nfe, "images": len(jobs), "batch": args.batch,
-                 "torchrun_images": 128 * args.torchrun_samples,
-                 "argv": sys.argv[1:],
-                 "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count()}
     parts = set(args.parts.split(","))
+    res: dict = {"preset": args.preset, "nfe": args.nfe, "batch": args.batch,
+                 "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count()}
     if RESULTS.joinpath("spine_overhead.json").exists():  # parts not re-measured keep their values
         old = json.loads((RESULTS / "spine_overhead.json").read_text())
         res.update({k: v for k, v in old.items() if k not in res and k != "environment"})
+    commands = res.setdefault("commands", {p: res.get("argv", []) for p in ("generate", "evaluate", "torchrun")})
+    for part in parts:  # the command line each part was last measured with
+        commands[part] = sys.argv[1:]
+    if "generate" in parts:
+        res["images"] = len(jobs)
+    if "torchrun" in parts:
+        res["torchrun_images"] = 128 * args.torchrun_samples
     if "generate" in parts:
         res["bare_generate_s"] = bare_generate(spec, [p for p, _ in jobs], seeds, args.batch)
         res["generate_s"] = timed_generate(spec, ps, tmp / "g", args.batch, args.samples)
