@@ -38,6 +38,21 @@ def hf_weights(what: str, ref: str, option: str, filename: str = "config.json") 
     return Weights(what, repo_id=ref, filename=filename, option=option, snapshot=True)
 
 
+def expected_image_backend() -> str:
+    """The backend transformers (5) gives CLIP's image processor here: its torchvision one when
+    torchvision is installed, else its PIL one (the same test as transformers' own
+    ``is_torchvision_available``, without importing transformers). Their pixel values differ
+    (up to 0.015 on natural 512 px images), so the backend is part of a CLIP metric's identity."""
+    return "torchvision" if importlib.util.find_spec("torchvision") is not None else "pil"
+
+
+def image_backend(image_processor) -> str:
+    """The backend of a loaded image processor (transformers 5: its ``TorchvisionBackend`` /
+    ``PilBackend`` base; transformers 4: the ``...Fast`` classes are torchvision's)."""
+    names = [c.__name__ for c in type(image_processor).__mro__]
+    return "torchvision" if any("Torchvision" in n or n.endswith("Fast") for n in names) else "pil"
+
+
 def _embedding(out):
     """transformers 4 returns the projected embedding, 5 a ModelOutput holding it."""
     return out if hasattr(out, "dim") else out.pooler_output
@@ -77,6 +92,11 @@ class _ClipMetric(PerImageMetric):
 
         self.model = CLIPModel.from_pretrained(self.model_ref, dtype=torch_dtype(self.dtype)).to(self.device).eval()
         self.processor = CLIPProcessor.from_pretrained(self.processor_ref)
+        got, expected = image_backend(self.processor.image_processor), expected_image_backend()
+        if got != expected:  # the identity said another preprocessing: never score under it
+            cls, self.processor = type(self.processor.image_processor).__name__, None
+            raise RuntimeError(f"metric {self.name!r}: transformers loaded the {got} image processor ({cls}) where "
+                               f"{expected} was expected; the scores would not match this metric's identity")
 
     def teardown(self) -> None:
         self.model = self.processor = None
@@ -132,6 +152,7 @@ class _ClipMetric(PerImageMetric):
 
     def describe(self) -> dict:
         return {**super().describe(), "model": self.model_ref, "processor": self.processor_ref,
+                "image_processor_backend": expected_image_backend(),
                 "weights_fingerprint": weights_fingerprint(self.model_ref)}
 
 

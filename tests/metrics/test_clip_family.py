@@ -161,3 +161,36 @@ def test_missing_package_is_one_clear_error(monkeypatch, cls):
     with pytest.raises(MissingDependencyError, match=r"transformers.*cdm-bench\[eval\].*make eval-env") as err:
         cls(model="/nonexistent").check()
     assert "\n" not in str(err.value) and "/nonexistent" in str(err.value)
+
+
+# -- the image processor's backend is part of the identity ----------------------------------------------------------
+def test_the_image_processor_backend_is_in_the_identity_and_checked_at_setup(clip_dir, monkeypatch):
+    import metrics.clip_family as cf
+
+    assert ClipScore(model=str(clip_dir)).describe()["image_processor_backend"] == cf.expected_image_backend()
+    ours = ClipScore(model=str(clip_dir))
+    ours.setup()  # what transformers loaded is what the identity says
+    assert cf.image_backend(ours.processor.image_processor) == cf.expected_image_backend()
+    other = {"torchvision": "pil", "pil": "torchvision"}[cf.expected_image_backend()]
+    monkeypatch.setattr(cf, "expected_image_backend", lambda: other)
+    assert ClipScore(model=str(clip_dir)).describe()["image_processor_backend"] == other  # another identity
+    wrong = ClipScore(model=str(clip_dir))
+    with pytest.raises(RuntimeError, match=f"where {other} was expected"):
+        wrong.setup()
+    assert wrong.processor is None
+
+
+def test_the_two_backends_give_different_pixels_so_the_identity_must_tell_them_apart(clip_dir):
+    pytest.importorskip("torchvision")
+    from transformers import CLIPProcessor
+    from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
+
+    import metrics.clip_family as cf
+
+    tv = CLIPProcessor.from_pretrained(clip_dir).image_processor
+    pil = CLIPImageProcessorPil.from_pretrained(clip_dir)
+    assert (cf.image_backend(tv), cf.image_backend(pil)) == ("torchvision", "pil")
+    images = _pil(_images(4, 97, seed=3))  # a resize that is not exact
+    a = tv(images=images, return_tensors="pt")["pixel_values"]
+    b = pil(images=images, return_tensors="pt")["pixel_values"]
+    assert a.shape == b.shape and not torch.equal(a, b)
