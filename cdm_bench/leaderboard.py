@@ -19,7 +19,8 @@ import pandas as pd
 
 from cdm_bench.report.stats import paired_delta, prompt_bootstrap_ci, ranks
 from cdm_bench.report.tables import format_ci
-from cdm_bench.rundir import RunDir, find_evaluated, find_unevaluated, generation_key, image_set_hash, leaderboard_paths
+from cdm_bench.rundir import RunDir, generation_key, image_set_hash
+from cdm_bench.runfind import find_evaluated, find_unevaluated, leaderboard_paths
 
 KEY_COLUMNS = ["generator", "recipe", "nfe", "cfg"]
 log = logging.getLogger(__name__)

@@ -34,13 +34,13 @@ from typing import Iterable
 import numpy as np
 
 from cdm_bench.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text, is_temp_name, json_default
-from cdm_bench.errors import EvaluationInputError, RunConflictError, RunNotFoundError
+from cdm_bench.errors import EvaluationInputError, RunConflictError
 from cdm_bench.runrecords import (  # noqa: F401  (re-exported: the records' own module)
     IMAGES, SHA256_RE, _read_json, append_record, check_record, generation_key, image_name, image_set_hash,
     is_identity, read_jsonl, repair_jsonl)
 
 __all__ = ["RunDir", "generation_key", "image_set_hash", "atomic_write_bytes", "atomic_write_json",
-           "atomic_write_text", "json_default", "find_evaluated", "leaderboard_paths"]
+           "atomic_write_text", "json_default"]
 
 IDENTITY = "generation.json"
 MANIFEST = "manifest.jsonl"
@@ -376,37 +376,3 @@ def _rmdir_if_empty(folder: Path) -> None:
         folder.rmdir()
     except OSError:  # not empty (a file cdm-bench did not write) or already gone
         pass
-
-
-LEADERBOARD_FILES = {"csv": "leaderboard.csv", "long_csv": "leaderboard_long.csv",
-                     "html": "leaderboard.html", "md": "leaderboard.md", "tex": "leaderboard.tex",
-                     "pairwise_csv": "pairwise.csv", "ranking_csv": "ranking.csv"}
-
-
-def leaderboard_paths(out_dir) -> dict[str, Path]:
-    """The files ``cdm-bench leaderboard --out DIR`` (and ``run``, ``demo``) write into DIR."""
-    return {kind: Path(out_dir) / name for kind, name in LEADERBOARD_FILES.items()}
-
-
-def find_unevaluated(paths) -> list[RunDir]:
-    """Generation directories under ``paths`` that have no results.json (not evaluated yet)."""
-    found: list[Path] = []
-    for p in map(Path, paths):
-        if p.is_dir():
-            found += [r.parent for r in sorted(p.rglob(IDENTITY)) if not (r.parent / RESULTS).exists()]
-    return [RunDir(r) for r in dict.fromkeys(found)]
-
-
-def find_evaluated(paths) -> list[RunDir]:
-    """Each path is an evaluated run directory or a folder holding some (searched recursively)."""
-    runs: list[Path] = []
-    for p in map(Path, paths):
-        if (p / RESULTS).exists():
-            runs.append(p)
-        elif p.is_dir():  # (a pairwise metric's folder inside a run is not a run)
-            runs += sorted(r.parent for r in p.rglob(RESULTS) if PAIRWISE not in r.relative_to(p).parts)
-        else:
-            raise RunNotFoundError(f"{p}: not a directory")
-    if not runs:
-        raise RunNotFoundError(f"no {RESULTS} under {', '.join(map(str, paths))}: run `cdm-bench evaluate` first")
-    return [RunDir(r) for r in dict.fromkeys(runs)]

@@ -19,7 +19,7 @@ def run(args) -> int:
 
     report = run_demo(args.out, quick=args.quick, retrain=args.retrain, students=not args.no_students,
                       ablations=args.ablations, student_steps=args.student_steps)
-    from cdm_bench.rundir import leaderboard_paths
+    from cdm_bench.runfind import leaderboard_paths
 
     paths = leaderboard_paths(report.out)
     print(paths["md"].read_text())

@@ -29,7 +29,7 @@ def run(args) -> int:
     spec.overwrite = spec.overwrite or args.overwrite
     out = run_benchmark(spec, args.out or f"runs/{spec.name}")
     if out is not None:
-        from cdm_bench.rundir import leaderboard_paths
+        from cdm_bench.runfind import leaderboard_paths
 
         paths = leaderboard_paths(out)
         print(paths["md"].read_text())

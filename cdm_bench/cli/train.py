@@ -51,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
 
         out = evaluate_after_training(Path(checkpoint).parent, args.then, checkpoint)
         if out is not None:
-            from cdm_bench.rundir import leaderboard_paths
+            from cdm_bench.runfind import leaderboard_paths
 
             print(f"leaderboard: {leaderboard_paths(out)['csv']} (also .html, .md)")
     return 0

@@ -26,7 +26,8 @@ from pathlib import Path
 import pandas as pd
 
 from cdm_bench.paths import recipes_dir
-from cdm_bench.rundir import RunDir, leaderboard_paths
+from cdm_bench.rundir import RunDir
+from cdm_bench.runfind import leaderboard_paths
 from cdm_bench.specfile import load_mapping
 
 log = logging.getLogger(__name__)
