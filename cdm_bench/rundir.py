@@ -376,3 +376,8 @@ def _rmdir_if_empty(folder: Path) -> None:
         folder.rmdir()
     except OSError:  # not empty (a file cdm-bench did not write) or already gone
         pass
+
+
+LEADERBOARD_FILES = {"csv": "leaderboard.csv", "long_csv": "leaderboard_long.csv",
+                     "html": "leaderboard.html", "md": "leaderboard.md", "tex": "leaderboard.tex",
+                     "pairwise_csv": "pairwise.csv", "ranking_csv": "ranking.csv"}

@@ -7,12 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from cdm_bench.errors import RunNotFoundError
-from cdm_bench.rundir import IDENTITY, PAIRWISE, RESULTS, RunDir
-
-LEADERBOARD_FILES = {"csv": "leaderboard.csv", "long_csv": "leaderboard_long.csv",
-                     "html": "leaderboard.html", "md": "leaderboard.md", "tex": "leaderboard.tex",
-                     "pairwise_csv": "pairwise.csv", "ranking_csv": "ranking.csv"}
-
+from cdm_bench.rundir import IDENTITY, LEADERBOARD_FILES, PAIRWISE, RESULTS, RunDir
 
 def leaderboard_paths(out_dir) -> dict[str, Path]:
     """The files ``cdm-bench leaderboard --out DIR`` (and ``run``, ``demo``) write into DIR."""
