@@ -218,7 +218,7 @@ def main() -> None:
     commands = res.setdefault("commands", {p: res.get("argv", []) for p in ("generate", "evaluate", "torchrun")})
     for part in parts:  # the command line each part was last measured with
         commands[part] = sys.argv[1:]
-    if "generate" in parts:
+    if "generate" in parts or "images" not in res:
         res["images"] = len(jobs)
     if "torchrun" in parts:
         res["torchrun_images"] = 128 * args.torchrun_samples

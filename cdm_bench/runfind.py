@@ -1,5 +1,6 @@
-"""Finding run directories on disk (evaluated or not) and the files a leaderboard writes: the
-searches the leaderboard, ``run`` and the demo share, beside the one-directory contract of
+"""Finding run directories on disk (evaluated or not) and the paths of the files a leaderboard
+writes (their names are :data:`cdm_bench.rundir.LEADERBOARD_FILES`): the searches the
+leaderboard, ``run`` and the demo share, beside the one-directory contract of
 :class:`cdm_bench.rundir.RunDir`."""
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ from pathlib import Path
 
 from cdm_bench.errors import RunNotFoundError
 from cdm_bench.rundir import IDENTITY, LEADERBOARD_FILES, PAIRWISE, RESULTS, RunDir
+
 
 def leaderboard_paths(out_dir) -> dict[str, Path]:
     """The files ``cdm-bench leaderboard --out DIR`` (and ``run``, ``demo``) write into DIR."""
